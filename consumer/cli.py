@@ -1,0 +1,172 @@
+"""The ``eventfleet`` command: run, produce, results, kafka, demo, check-config."""
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config, devkafka
+from .errors import EventfleetError
+
+log = logging.getLogger("eventfleet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except EventfleetError as e:
+        print(f"eventfleet: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eventfleet", description=__doc__)
+    p.add_argument("--version", action="version", version=f"eventfleet {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a worker: consume, aggregate, flush, commit (until SIGTERM)")
+    run.add_argument("--config", required=True, help="pipeline .toml file")
+    run.set_defaults(func=_run)
+
+    prod = sub.add_parser("produce", help="produce synthetic events valid for the pipeline's schema")
+    prod.add_argument("--config", required=True)
+    prod.add_argument("--count", type=int, required=True, help="events to produce")
+    prod.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
+    prod.add_argument("--seed", type=int, default=1, help="random seed (same seed, same events)")
+    prod.add_argument("--start", type=int, help="event time of the first event, epoch ms (default: now)")
+    prod.add_argument("--events-per-second", type=float, help="event-time density (default: --rate, else 2000)")
+    prod.set_defaults(func=_produce)
+
+    res = sub.add_parser("results", help="print the aggregates from the sink")
+    res.add_argument("--config", required=True)
+    res.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    res.set_defaults(func=_results)
+
+    check = sub.add_parser("check-config", help="validate a pipeline file and print what it computes")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=_check_config)
+
+    kafka = sub.add_parser("kafka", help="a local single-node Apache Kafka (KRaft) for development")
+    kafka.add_argument("action", choices=("up", "down", "status"))
+    kafka.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="broker port (controller: port+1)")
+    kafka.add_argument("--dir", type=Path, help="broker folder (default: .eventfleet/kafka-PORT)")
+    kafka.set_defaults(func=_kafka)
+
+    demo = sub.add_parser("demo", help="local Kafka, generated events, workers, results, events/s")
+    demo.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
+    demo.add_argument("--events", type=int, default=1_000_000)
+    demo.add_argument("--partitions", type=int, default=8)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .worker import run
+
+    return run(config.load(args.config))
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from .produce import produce
+
+    pipeline = config.load(args.config)
+    s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second)
+    print(
+        f"produced {s.produced:,} events to {pipeline.kafka.topics[0]} in {s.seconds:.1f} s "
+        f"({s.produced / max(s.seconds, 1e-9):,.0f} events/s); event times {_iso(s.first_event_ms)} .. "
+        f"{_iso(s.last_event_ms)}"
+    )
+    return 0
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _results(args: argparse.Namespace) -> int:
+    from .sinks import open_sink
+
+    pipeline = config.load(args.config)
+    sink = open_sink(pipeline)
+    try:
+        columns, rows = sink.results()
+    finally:
+        sink.close()
+    write_rows(columns, rows, args.format, sys.stdout)
+    return 0
+
+
+def write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, out: Any) -> None:
+    """Print rows as an aligned table, CSV, or JSON (a list of objects keyed by column)."""
+    if fmt == "json":
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], out, indent=1)
+        out.write("\n")
+    elif fmt == "csv":
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+    else:
+        cells = [columns, *([_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in rows)]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+        for n, r in enumerate(cells):
+            out.write("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) + "\n")
+            if n == 0:
+                out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+def _cell(column: str, value: Any) -> str:
+    if column in ("window_start", "window_end") and isinstance(value, int):
+        return _iso(value)[:-5] + "Z"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .aggregate import updater_source
+
+    pipeline = config.load(args.config)
+    print(f"{args.config}: OK")
+    print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
+    print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
+    print(f"  writes {pipeline.sink.type} table {pipeline.sink.table} ({', '.join(pipeline.column_types())})")
+    print("  per event it runs:\n" + updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics))
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    broker = devkafka.Broker(args.dir or devkafka.default_home(args.port), args.port)
+    if args.action == "up":
+        broker.up()
+        print(f"Kafka {devkafka.KAFKA_VERSION} is up at {broker.bootstrap} (pid {broker.pid()}, folder {broker.home})")
+    elif args.action == "down":
+        print("stopped" if broker.down() else f"no broker of ours is running in {broker.home}")
+    else:
+        pid = broker.pid()
+        up = devkafka.reachable(broker.bootstrap, timeout_s=3)
+        print(f"{broker.bootstrap}: {'answering' if up else 'not answering'}; process: {pid or 'none'}")
+        return 0 if up else 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port)

@@ -1,0 +1,286 @@
+"""The pipeline file (TOML) to frozen dataclasses. Every mistake names the key and the fix.
+
+Relative paths in the file (``schema.path``, ``sink.path``) are relative to the file itself.
+"""
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .aggregate import Metric
+from .decode import GROUPABLE, NUMERIC, field_types, load_schema
+from .errors import ConfigError
+from .window import parse_duration_ms
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# librdkafka settings that carry eventfleet's guarantees: the user may not override them.
+MANAGED_KAFKA_KEYS = {
+    "bootstrap.servers": "set [kafka] bootstrap_servers instead",
+    "group.id": "set [kafka] group_id instead",
+    "enable.auto.commit": "eventfleet commits after each sink transaction; remove the key",
+    "enable.auto.offset.store": "eventfleet stores offsets itself; remove the key",
+    "partition.assignment.strategy": "eventfleet needs cooperative-sticky; remove the key",
+}
+SINK_TYPES = ("sqlite",)
+RESERVED_COLUMNS = ("window_start", "window_end")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    topics: tuple[str, ...]
+    group_id: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    size_ms: int
+    grace_ms: int
+    time_field: str | None  # None: the Kafka message timestamp
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    group_by: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    type: str
+    path: Path
+    table: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline: everything a worker needs, nothing left to check later."""
+
+    source: Path
+    kafka: KafkaSettings
+    schema_path: Path
+    schema: Mapping[str, Any]
+    field_types: Mapping[str, str]
+    window: WindowSettings
+    aggregate: AggregateSettings
+    sink: SinkSettings
+    flush_interval_ms: int
+
+    def column_types(self) -> dict[str, str]:
+        """Output column -> Avro type name, in table order (window, group-by, metrics)."""
+        cols = {"window_start": "long", "window_end": "long"}
+        for g in self.aggregate.group_by:
+            cols[g] = self.field_types[g]
+        for m in self.aggregate.metrics:
+            cols[m.name] = "long" if m.kind == "count" else self.field_types[m.field or ""]
+        return cols
+
+
+def load(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline file; raises ConfigError on the first mistake."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            "--config",
+            f"file {str(path)!r} does not exist",
+            "pass the path of a pipeline .toml file",
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), f"not valid TOML ({e})", "correct the syntax at that line") from None
+    return parse(doc, path)
+
+
+def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
+    """Validate an already-read TOML document (``path`` anchors relative paths)."""
+    base = path.parent
+    kafka = _kafka(_table(doc, "kafka"))
+    schema_path, schema, types = _schema(_table(doc, "schema"), base)
+    window = _window(_table(doc, "window"), types)
+    aggregate = _aggregate(_table(doc, "aggregate"), types)
+    sink = _sink(_table(doc, "sink"), base)
+    flush = _table(doc, "flush", required=False)
+    interval = _duration(flush, "flush.interval", "interval", default="5s")
+    if interval <= 0:
+        raise ConfigError("flush.interval", "must be more than zero", 'write e.g. "5s"')
+    known = {"kafka", "schema", "window", "aggregate", "sink", "flush"}
+    for key in doc:
+        if key not in known:
+            raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
+    return Pipeline(path, kafka, schema_path, schema, types, window, aggregate, sink, interval)
+
+
+def _table(doc: Mapping[str, Any], key: str, *, required: bool = True) -> Mapping[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(key, "section is missing", f"add a [{key}] table (see examples/)")
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, "must be a table", f"write it as [{key}] with keys below it")
+    return value
+
+
+def _string(table: Mapping[str, Any], key: str, name: str, default: str | None = None) -> str:
+    value = table.get(name, default)
+    if value is None:
+        raise ConfigError(key, "is missing", f'add {name} = "..."')
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"must be a non-empty string, got {value!r}", f'write {name} = "..."')
+    return value
+
+
+def _duration(table: Mapping[str, Any], key: str, name: str, default: str | None = None) -> int:
+    text = _string(table, key, name, default)
+    try:
+        return parse_duration_ms(text)
+    except ValueError as e:
+        raise ConfigError(key, str(e), f'write e.g. {name} = "30s"') from None
+
+
+def _identifier(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ConfigError(
+            key,
+            f"{value!r} is not a plain name",
+            "use letters, digits and _, not starting with a digit",
+        )
+    return value
+
+
+def _kafka(t: Mapping[str, Any]) -> KafkaSettings:
+    servers = _string(t, "kafka.bootstrap_servers", "bootstrap_servers")
+    topics = t.get("topics")
+    if isinstance(topics, str):
+        topics = [topics]
+    if not isinstance(topics, list) or not topics or not all(isinstance(x, str) and x for x in topics):
+        raise ConfigError(
+            "kafka.topics",
+            f"must be a non-empty list of topic names, got {topics!r}",
+            'write topics = ["ad-events"]',
+        )
+    group = _string(t, "kafka.group_id", "group_id")
+    extra = t.get("config", {})
+    if not isinstance(extra, Mapping):
+        raise ConfigError(
+            "kafka.config",
+            "must be a table of librdkafka settings",
+            'write [kafka.config] then "key" = value lines',
+        )
+    for name, value in extra.items():
+        if name in MANAGED_KAFKA_KEYS:
+            raise ConfigError(f"kafka.config.{name}", "is managed by eventfleet", MANAGED_KAFKA_KEYS[name])
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"kafka.config.{name}",
+                f"must be a string, number or boolean, got {value!r}",
+                "write a scalar value",
+            )
+    for name in t:
+        if name not in ("bootstrap_servers", "topics", "group_id", "config"):
+            raise ConfigError(
+                f"kafka.{name}",
+                "unknown key",
+                "use bootstrap_servers, topics, group_id or [kafka.config]",
+            )
+    return KafkaSettings(servers, tuple(topics), group, dict(extra))
+
+
+def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    path = base / _string(t, "schema.path", "path")
+    if not path.is_file():
+        raise ConfigError(
+            "schema.path",
+            f"file {str(path)!r} does not exist",
+            "point it at the writer schema (.avsc), relative to the pipeline file",
+        )
+    try:
+        schema = load_schema(path)
+    except Exception as e:
+        raise ConfigError(
+            "schema.path",
+            f"{str(path)!r} is not a valid Avro record schema ({e})",
+            "fix the schema file",
+        ) from None
+    return path, schema, field_types(schema)
+
+
+def _field_of(key: str, name: str, types: Mapping[str, str], allowed: tuple[str, ...], what: str) -> str:
+    if name not in types:
+        raise ConfigError(key, f"field {name!r} is not in the schema", f"use one of: {', '.join(types)}")
+    if types[name] not in allowed:
+        raise ConfigError(
+            key,
+            f"field {name!r} has type {types[name]}, which cannot be {what}",
+            f"use a field of type {' or '.join(allowed)} (not nullable)",
+        )
+    return name
+
+
+def _window(t: Mapping[str, Any], types: Mapping[str, str]) -> WindowSettings:
+    size = _duration(t, "window.size", "size")
+    if size <= 0:
+        raise ConfigError("window.size", "must be more than zero", 'write e.g. size = "1m"')
+    grace = _duration(t, "window.grace", "grace", default="0s")
+    time_field = t.get("time_field")
+    if time_field is not None:
+        _field_of("window.time_field", time_field, types, ("long", "int"), "an event time in epoch ms")
+    return WindowSettings(size, grace, time_field)
+
+
+def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSettings:
+    group_by = t.get("group_by", [])
+    if not isinstance(group_by, list):
+        raise ConfigError(
+            "aggregate.group_by",
+            "must be a list of field names",
+            'write group_by = ["campaign_id"]',
+        )
+    for g in group_by:
+        _identifier("aggregate.group_by", g)
+        _field_of("aggregate.group_by", g, types, GROUPABLE, "grouped by")
+    if len(set(group_by)) != len(group_by):
+        raise ConfigError("aggregate.group_by", "lists a field twice", "name each field once")
+    specs = t.get("metrics")
+    if not isinstance(specs, Mapping) or not specs:
+        raise ConfigError(
+            "aggregate.metrics",
+            "is missing or empty",
+            'add [aggregate.metrics] with e.g. events = "count"',
+        )
+    metrics = []
+    for name, spec in specs.items():
+        key = f"aggregate.metrics.{name}"
+        _identifier(key, name)
+        if name in group_by or name in RESERVED_COLUMNS:
+            raise ConfigError(key, "clashes with a group-by field or window_start/window_end", "rename the metric")
+        try:
+            metric = Metric.parse(name, spec)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+        if metric.field is not None:
+            _field_of(key, metric.field, types, NUMERIC, f"aggregated with {metric.kind}")
+        metrics.append(metric)
+    return AggregateSettings(tuple(group_by), tuple(metrics))
+
+
+def _sink(t: Mapping[str, Any], base: Path) -> SinkSettings:
+    kind = _string(t, "sink.type", "type")
+    if kind not in SINK_TYPES:
+        raise ConfigError("sink.type", f"unknown sink {kind!r}", f"use one of: {', '.join(SINK_TYPES)}")
+    path = base / _string(t, "sink.path", "path")
+    table = _identifier("sink.table", t.get("table"))
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "sink.path",
+            f"folder {str(path.parent)!r} does not exist",
+            "create it or point sink.path elsewhere",
+        )
+    return SinkSettings(kind, path, table)

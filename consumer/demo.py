@@ -1,0 +1,135 @@
+"""``eventfleet demo``: a local broker, a fresh topic, generated events, workers, results.
+
+Each run gets its own topic, group and SQLite file under ``.eventfleet/demo/`` (named by the
+run), so a demo never mixes with an earlier one and its pipeline file can be reused with
+``eventfleet results --config``.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import tomli_w
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from tqdm import tqdm
+
+from . import config, devkafka
+from .cli import write_rows
+from .errors import EventfleetError
+from .produce import produce
+from .sinks import open_sink
+
+DEMO_DIR = Path(".eventfleet") / "demo"
+CATCH_UP_TIMEOUT_S = 900.0
+
+
+def demo(config_path: Path, count: int, partitions: int, workers: int, port: int) -> int:
+    bootstrap = f"127.0.0.1:{port}"
+    if not devkafka.reachable(bootstrap, timeout_s=3):
+        print(f"starting a local Kafka {devkafka.KAFKA_VERSION} on {bootstrap} (first time: Maven fetches the jars)")
+        devkafka.Broker(devkafka.default_home(port), port).up()
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id)
+    pipeline = config.load(pipeline_file)
+    topic = pipeline.kafka.topics[0]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    print(f"topic {topic} with {partitions} partitions; pipeline {pipeline_file}")
+
+    summary = produce(pipeline, count, seed=42)
+    print(f"produced {count:,} events in {summary.seconds:.1f} s")
+
+    logs = [pipeline_file.with_name(f"{run_id}-worker-{i}.log") for i in range(workers)]
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(path, "wb"),  # noqa: SIM115 - the worker owns it until it exits
+        )
+        for path in logs
+    ]
+    try:
+        _wait_caught_up(pipeline, topic, procs)
+        elapsed = time.monotonic() - started
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes = [p.wait(60) for p in procs]
+    if any(codes):
+        raise EventfleetError(f"a worker exited with {codes}; see {', '.join(map(str, logs))}")
+
+    sink = open_sink(pipeline)
+    try:
+        columns, rows = sink.results()
+        positions = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
+    finally:
+        sink.close()
+    late = sum(p.late_events for p in positions.values())
+    invalid = sum(p.invalid_events for p in positions.values())
+    counted = sum(row[columns.index("events")] for row in rows) if "events" in columns else None
+    print(f"\nfirst rows of {len(rows)} (eventfleet results --config {pipeline_file}):")
+    write_rows(columns, rows[:12], "table", sys.stdout)
+    print(
+        f"\n{count:,} events: {counted if counted is not None else '?':,} aggregated, {late:,} late "
+        f"(window closed, counted), {invalid:,} undecodable"
+    )
+    print(f"{workers} workers: {count / elapsed:,.0f} events/s end to end ({elapsed:.1f} s, incl. start-up and join)")
+    for path in logs:
+        match = re.search(
+            r"worker stopped: (\d+) events in ([\d.]+) s from first to last, (\d+) events/s", path.read_text()
+        )
+        if match:
+            print(f"  {path.name}: {int(match[1]):,} events at {int(match[3]):,} events/s (first to last event)")
+    return 0
+
+
+def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
+    """Copy the pipeline with this run's topic, group, broker and sink file."""
+    config.load(config_path)  # fail early, with the key and the fix
+    doc = tomllib.loads(config_path.read_text())
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    doc["kafka"]["bootstrap_servers"] = bootstrap
+    doc["kafka"]["topics"] = [f"{doc['kafka']['topics'][0]}-{run_id}"]
+    doc["kafka"]["group_id"] = f"{doc['kafka']['group_id']}-{run_id}"
+    doc["schema"]["path"] = os.path.relpath((config_path.parent / doc["schema"]["path"]).resolve(), DEMO_DIR.resolve())
+    doc["sink"]["path"] = f"{run_id}.db"
+    doc.setdefault("flush", {})["interval"] = "1s"
+    path = DEMO_DIR / f"{run_id}.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Block until the sink's positions reach the end of every partition."""
+    probe = Consumer({"bootstrap.servers": pipeline.kafka.bootstrap_servers, "group.id": "eventfleet-demo-probe"})
+    try:
+        meta = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta}
+    finally:
+        probe.close()
+    total = sum(ends.values())
+    sink = open_sink(pipeline)
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    try:
+        with tqdm(total=total, unit="ev", unit_scale=True, desc="aggregate", file=sys.stderr) as bar:
+            while time.monotonic() < deadline:
+                stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
+                done = sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())
+                bar.update(done - bar.n)
+                if done >= total:
+                    return
+                if any(p.poll() is not None for p in procs):
+                    raise EventfleetError("a worker exited before the topic was processed; see its log")
+                time.sleep(0.2)
+    finally:
+        sink.close()
+    raise EventfleetError(f"not caught up within {CATCH_UP_TIMEOUT_S:.0f} s")

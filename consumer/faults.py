@@ -1,0 +1,26 @@
+"""Fault injection for the crash tests; does nothing unless EVENTFLEET_FAULT is set.
+
+``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
+``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
+``after_sink_commit`` (before the Kafka commit).
+"""
+
+import logging
+import os
+import signal
+
+log = logging.getLogger(__name__)
+
+_POINT, _, _AT = os.environ.get("EVENTFLEET_FAULT", "").partition("@")
+_hits = 0
+
+
+def reach(point: str) -> None:
+    """Mark that the code reached ``point``; dies there if the fault is armed for it."""
+    global _hits
+    if point != _POINT:
+        return
+    _hits += 1
+    if _hits >= int(_AT or 1):
+        log.warning("EVENTFLEET_FAULT: killing this worker at %s", point)
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,94 @@
+"""The commit protocol: aggregates and positions in one sink transaction, then the Kafka commit.
+
+This is the one place where results become durable. The order of the steps is the guarantee;
+see DESIGN, "The flush protocol".
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import TopicPartition as KafkaPartition
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from . import faults, metrics
+from .errors import PositionConflict, SinkError
+from .sinks import PositionWrite, Sink
+from .state import WorkerState
+
+log = logging.getLogger(__name__)
+
+SINK_RETRY_S = 60.0  # well under max.poll.interval.ms (300 s), so the group keeps us meanwhile
+
+
+@dataclass
+class FlushResult:
+    rows: int = 0
+    partitions: int = 0
+    conflict: PositionConflict | None = None
+
+
+def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> FlushResult:
+    """Make everything read since the last flush durable, exactly once.
+
+    1. Take the partials changed since the last flush, with each partition's next offset and
+       watermark as of the last event included (``state.pending()``).
+    2. In one sink transaction, merge the partials and compare-and-set the position rows. If
+       another worker moved a position, the sink rolls back and raises PositionConflict: the
+       partials are discarded and the caller rewinds to the sink's positions.
+    3. Only after that commit: commit the same offsets to Kafka, for lag tools. A failure here
+       is harmless, the sink's positions are the source of truth.
+    4. Drop the flushed partials from memory.
+    """
+    # 1. what to write
+    positions = state.pending()
+    if not positions and not state.partials:
+        return FlushResult()
+    started = time.perf_counter()
+    # 2. one transaction: partials merged + positions compare-and-set (retried if the sink fails)
+    try:
+        _write(sink, group, state, positions)
+    except PositionConflict as conflict:
+        metrics.FLUSHES.labels("conflict").inc()
+        log.warning("flush rolled back: %s; discarding partials and rewinding", conflict)
+        return FlushResult(conflict=conflict)
+    metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+    faults.reach("after_sink_commit")
+    # 3. Kafka commit of the same offsets, after the sink holds them
+    offsets = [KafkaPartition(w.new.topic, w.new.partition, w.new.next_offset) for w in positions]
+    if offsets:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            log.warning("Kafka offset commit failed (harmless, the sink holds the positions): %s", e)
+    # 4. forget what is now durable
+    rows = len(state.partials)
+    state.flushed(positions)
+    metrics.FLUSHES.labels("ok").inc()
+    metrics.ROWS_WRITTEN.inc(rows)
+    log.info(
+        "flushed %d rows, positions %s",
+        rows,
+        " ".join(f"{w.new.topic}[{w.new.partition}]={w.new.next_offset}" for w in positions),
+    )
+    return FlushResult(rows=rows, partitions=len(positions))
+
+
+def _retryable(e: BaseException) -> bool:
+    if isinstance(e, SinkError) and not isinstance(e, PositionConflict):
+        metrics.SINK_RETRIES.inc()
+        log.warning("sink write failed, retrying: %s", e)
+        return True
+    return False
+
+
+@retry(
+    retry=retry_if_exception(_retryable),
+    stop=stop_after_delay(SINK_RETRY_S),
+    wait=wait_exponential_jitter(initial=0.1, max=5.0),
+    reraise=True,
+)
+def _write(sink: Sink, group: str, state: WorkerState, positions: list[PositionWrite]) -> None:
+    faults.reach("before_sink_write")
+    sink.write(group, state.partials, positions, state.rejects)

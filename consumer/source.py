@@ -1,0 +1,88 @@
+"""The Kafka side: the consumer's settings, batches and rebalance callbacks.
+
+Rebalance callbacks run inside librdkafka's poll. Errors raised there are logged with their
+traceback and re-raised from the next :meth:`Source.consume`, never swallowed.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import TopicPartition as KafkaPartition
+
+from . import metrics
+from .config import Pipeline
+from .errors import EventfleetError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[KafkaPartition]], None]
+
+
+class RebalanceError(EventfleetError):
+    """A rebalance callback failed; the worker stops rather than risk a wrong position."""
+
+
+def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
+    """librdkafka settings: eventfleet's guarantees first, then the user's [kafka.config]."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": pipeline.kafka.bootstrap_servers,
+        "group.id": pipeline.kafka.group_id,
+        # Offsets are committed by the flush protocol only, after the sink transaction.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "auto.offset.reset": "earliest",
+        # Large fetches keep the hot loop fed with few round trips.
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "queued.max.messages.kbytes": 256 * 1024,
+    }
+    settings.update(pipeline.kafka.config)
+    settings["error_cb"] = _log_client_error
+    return settings
+
+
+def _log_client_error(error: KafkaError) -> None:
+    log.error("Kafka client error: %s", error)
+
+
+class Source:
+    """A subscribed consumer whose rebalances call the worker's handlers."""
+
+    def __init__(self, pipeline: Pipeline, on_assign: Handler, on_revoke: Handler, on_lost: Handler) -> None:
+        self.consumer = Consumer(consumer_settings(pipeline))
+        self._error: BaseException | None = None
+        self.consumer.subscribe(
+            list(pipeline.kafka.topics),
+            on_assign=self._wrap("assign", on_assign),
+            on_revoke=self._wrap("revoke", on_revoke),
+            on_lost=self._wrap("lost", on_lost),
+        )
+
+    def _wrap(self, kind: str, handler: Handler) -> Callable[[Consumer, list[KafkaPartition]], None]:
+        def callback(_consumer: Consumer, partitions: list[KafkaPartition]) -> None:
+            metrics.REBALANCES.labels(kind).inc()
+            log.info("partitions %s: %s", kind, " ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+            try:
+                handler(partitions)
+            except BaseException as e:
+                log.exception("rebalance callback on_%s failed", kind)
+                if self._error is None:
+                    self._error = e
+
+        return callback
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """One batch of messages (possibly empty); raises what a rebalance callback raised."""
+        messages: list[Message] = self.consumer.consume(max_messages, timeout_s)
+        if self._error is not None:
+            raise RebalanceError(f"rebalance callback failed: {self._error}") from self._error
+        return messages
+
+    def close(self) -> None:
+        """Leave the group (the revoke callback runs first) and release the client."""
+        self.consumer.close()
+        if self._error is not None:
+            raise RebalanceError(f"rebalance callback failed: {self._error}") from self._error

@@ -1,0 +1,79 @@
+"""Per-partition positions and the in-memory partials changed since the last flush.
+
+Partials are merged across partitions (one dict for the whole worker): fewer rows to write,
+and the DESIGN rule for that case is kept by :meth:`WorkerState.discard` (drop all partials and
+rewind every owned partition to the sink's position).
+"""
+
+from dataclasses import dataclass, field
+
+from .aggregate import State
+from .sinks import Position, PositionWrite, Reject, TopicPartition
+from .window import NO_WATERMARK
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """Where one owned partition stands in memory, and what the sink last held for it."""
+
+    topic: str
+    partition: int
+    next_offset: int | None = None  # None: nothing read yet and no stored position
+    watermark: int = NO_WATERMARK
+    late_events: int = 0
+    invalid_events: int = 0
+    stored_offset: int | None = None  # the sink's next_offset as last read or written (CAS)
+
+    @classmethod
+    def from_position(cls, p: Position) -> "PartitionState":
+        return cls(
+            p.topic,
+            p.partition,
+            p.next_offset,
+            p.watermark,
+            p.late_events,
+            p.invalid_events,
+            p.next_offset,
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return self.next_offset is not None and self.next_offset != self.stored_offset
+
+    def position(self) -> Position:
+        assert self.next_offset is not None
+        return Position(
+            self.topic,
+            self.partition,
+            self.next_offset,
+            self.watermark,
+            self.late_events,
+            self.invalid_events,
+        )
+
+
+@dataclass
+class WorkerState:
+    """Everything a worker holds between two flushes."""
+
+    parts: dict[TopicPartition, PartitionState] = field(default_factory=dict)
+    partials: State = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+
+    def pending(self) -> list[PositionWrite]:
+        """Flush step 1: the positions to write, as of the last event included in the partials."""
+        return [PositionWrite(p.position(), p.stored_offset) for p in self.parts.values() if p.dirty]
+
+    def flushed(self, written: list[PositionWrite]) -> None:
+        """Flush step 4: the sink holds these positions now; drop what was flushed."""
+        for w in written:
+            part = self.parts.get((w.new.topic, w.new.partition))
+            if part is not None:
+                part.stored_offset = w.new.next_offset
+        self.partials = {}
+        self.rejects = []
+
+    def discard(self) -> None:
+        """Drop every unflushed partial and reject; the caller rewinds the partitions."""
+        self.partials = {}
+        self.rejects = []

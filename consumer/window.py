@@ -1,0 +1,36 @@
+"""Event time to tumbling window, and the lateness rule (see DESIGN: events, windows, lateness).
+
+All times are integer epoch milliseconds.
+"""
+
+import re
+
+NO_WATERMARK = -(2**63)
+"""The watermark of a partition that has seen no event yet (lower than any event time)."""
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$")
+
+
+def parse_duration_ms(text: str) -> int:
+    """Parse a duration such as ``"500ms"``, ``"30s"``, ``"1m"`` or ``"2h"`` into milliseconds.
+
+    Raises ValueError with the accepted forms when the text is not one of them.
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration; write a whole number and a unit: ms, s, m or h")
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def window_start(t_ms: int, size_ms: int) -> int:
+    """Start of the tumbling window ``[floor(t / size) * size, that + size)`` holding ``t_ms``."""
+    return t_ms - t_ms % size_ms
+
+
+def is_late(t_ms: int, size_ms: int, grace_ms: int, watermark_ms: int) -> bool:
+    """True when the window of ``t_ms`` has closed: ``window_end + grace <= watermark``.
+
+    The worker inlines this rule in its hot loop; this function is its reference statement.
+    """
+    return window_start(t_ms, size_ms) + size_ms + grace_ms <= watermark_ms
