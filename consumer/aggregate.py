@@ -30,13 +30,14 @@ class Metric:
     @classmethod
     def parse(cls, name: str, spec: str) -> "Metric":
         """Parse ``"count"`` or ``"sum:price_micros"``; ValueError says what is accepted."""
-        kind, _, field = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-        kind, field = kind.strip(), field.strip()
+        if not isinstance(spec, str):
+            spec = repr(spec)
+        kind, colon, field = (part.strip() for part in spec.partition(":"))
         accepted = 'write "count", or "sum:FIELD", "min:FIELD", "max:FIELD"'
         if kind not in KINDS:
             raise ValueError(f"unknown metric {spec!r}; {accepted}")
         if kind == "count":
-            if field:
+            if colon:
                 raise ValueError(f"'count' takes no field (got {spec!r}); write \"count\"")
             return cls(name, kind)
         if not field:

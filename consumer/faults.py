@@ -2,16 +2,19 @@
 
 ``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
 ``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
-``after_sink_commit`` (before the Kafka commit).
+``after_sink_commit`` (before the Kafka commit). ``"POINT@N:sleep=S"`` stalls there for S
+seconds instead, once (a worker stuck in a sink call past its poll interval).
 """
 
 import logging
 import os
 import signal
+import time
 
 log = logging.getLogger(__name__)
 
-_POINT, _, _AT = os.environ.get("EVENTFLEET_FAULT", "").partition("@")
+_POINT, _, _ARM = os.environ.get("EVENTFLEET_FAULT", "").partition("@")
+_AT, _, _ACTION = _ARM.partition(":")
 _hits = 0
 
 
@@ -21,6 +24,10 @@ def reach(point: str) -> None:
     if point != _POINT:
         return
     _hits += 1
-    if _hits >= int(_AT or 1):
+    if _ACTION.startswith("sleep="):
+        if _hits == int(_AT or 1):
+            log.warning("EVENTFLEET_FAULT: stalling %s s at %s", _ACTION[6:], point)
+            time.sleep(float(_ACTION[6:]))
+    elif _hits >= int(_AT or 1):
         log.warning("EVENTFLEET_FAULT: killing this worker at %s", point)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,7 @@
 """Per-partition positions and the in-memory partials changed since the last flush.
 
 Partials are merged across partitions (one dict for the whole worker): fewer rows to write,
-and the DESIGN rule for that case is kept by :meth:`WorkerState.discard` (drop all partials and
+and the DESIGN rule for that case is kept by :meth:`WorkerState.clear` (drop all partials and
 rewind every owned partition to the sink's position).
 """
 
@@ -23,6 +23,7 @@ class PartitionState:
     late_events: int = 0
     invalid_events: int = 0
     stored_offset: int | None = None  # the sink's next_offset as last read or written (CAS)
+    committed_offset: int | None = None  # the offset last committed to Kafka by this worker
 
     @classmethod
     def from_position(cls, p: Position) -> "PartitionState":
@@ -39,6 +40,11 @@ class PartitionState:
     @property
     def dirty(self) -> bool:
         return self.next_offset is not None and self.next_offset != self.stored_offset
+
+    @property
+    def uncommitted(self) -> bool:
+        """The sink holds a position that Kafka's committed offset does not show yet."""
+        return self.stored_offset is not None and self.stored_offset != self.committed_offset
 
     def position(self) -> Position:
         assert self.next_offset is not None
@@ -64,16 +70,14 @@ class WorkerState:
         """Flush step 1: the positions to write, as of the last event included in the partials."""
         return [PositionWrite(p.position(), p.stored_offset) for p in self.parts.values() if p.dirty]
 
-    def flushed(self, written: list[PositionWrite]) -> None:
-        """Flush step 4: the sink holds these positions now; drop what was flushed."""
-        for w in written:
+    def written(self, positions: list[PositionWrite]) -> None:
+        """The sink committed these positions: they are the compare-and-set base from now on."""
+        for w in positions:
             part = self.parts.get((w.new.topic, w.new.partition))
             if part is not None:
                 part.stored_offset = w.new.next_offset
-        self.partials = {}
-        self.rejects = []
 
-    def discard(self) -> None:
-        """Drop every unflushed partial and reject; the caller rewinds the partitions."""
+    def clear(self) -> None:
+        """Drop every partial and reject: flushed (step 4), or discarded before a rewind."""
         self.partials = {}
         self.rejects = []

@@ -9,7 +9,7 @@ NO_WATERMARK = -(2**63)
 """The watermark of a partition that has seen no event yet (lower than any event time)."""
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$", re.ASCII)
 
 
 def parse_duration_ms(text: str) -> int:

@@ -193,7 +193,7 @@ class Worker:
     def _rewind(self, keys: list[TopicPartition]) -> None:
         """Drop all unflushed work and seek these partitions back to the sink's positions."""
         assert self.source is not None
-        self.state.discard()
+        self.state.clear()
         stored = self.sink.read_positions(self.group, keys)
         for key in keys:
             position = stored.get(key)

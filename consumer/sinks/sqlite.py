@@ -5,6 +5,7 @@ offset, watermark, late and invalid counts) and ``<table>_rejects`` (undecodable
 WAL mode lets readers see results while workers write; ``BEGIN IMMEDIATE`` serialises writers.
 """
 
+import json
 import sqlite3
 import time
 from typing import Any
@@ -23,6 +24,18 @@ _SQL_TYPES = {
     "double": "REAL",
 }
 BUSY_TIMEOUT_S = 60.0
+
+
+def pipeline_signature(pipeline: Pipeline) -> str:
+    """What the aggregates table means: window size, grouping and each metric's rule."""
+    return json.dumps(
+        {
+            "window_ms": pipeline.window.size_ms,
+            "group_by": list(pipeline.aggregate.group_by),
+            "metrics": {m.name: f"{m.kind}:{m.field}" if m.field else m.kind for m in pipeline.aggregate.metrics},
+        },
+        sort_keys=True,
+    )
 
 
 def _q(name: str) -> str:
@@ -72,6 +85,7 @@ class SqliteSink:
                 f"but the pipeline writes {list(columns)}. Use another [sink] table, or drop the "
                 "old table (and its _positions table) to recompute it"
             )
+        self._check_signature()
         self.db.execute(
             f"CREATE TABLE IF NOT EXISTS {_q(self.table + '_positions')} ("
             "consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, "
@@ -85,6 +99,22 @@ class SqliteSink:
             "timestamp_ms INTEGER NOT NULL, key BLOB, value BLOB, error TEXT NOT NULL, "
             "PRIMARY KEY (topic, partition, kafka_offset))"
         )
+
+    def _check_signature(self) -> None:
+        """Refuse a table written by a pipeline that computes something else (same columns,
+        other metric kinds, fields or window size): merging into it would be silently wrong."""
+        meta = _q(self.table + "_pipeline")
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {meta} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        wanted = pipeline_signature(self.pipeline)
+        self.db.execute(f"INSERT OR IGNORE INTO {meta} VALUES ('signature', ?)", (wanted,))
+        (stored,) = self.db.execute(f"SELECT value FROM {meta} WHERE key = 'signature'").fetchone()
+        if stored != wanted:
+            raise SinkError(
+                f"table {self.table!r} in {str(self.pipeline.sink.path)!r} was written by a pipeline that "
+                f"computes {stored}, but this one computes {wanted}. Use another [sink] table, or drop the "
+                f"old tables ({self.table}, {self.table}_positions, {self.table}_rejects, {self.table}_pipeline) "
+                "to recompute from the topic"
+            )
 
     def read_positions(self, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, Position]:
         wanted = set(partitions)

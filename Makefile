@@ -1,0 +1,35 @@
+# eventfleet: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: help install demo test lint bench kafka-up kafka-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(BIN)/eventfleet: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/eventfleet ## create .venv and install eventfleet with its dev tools
+
+demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
+	$(BIN)/eventfleet demo
+
+test: install ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
+	$(BIN)/ruff check consumer tests
+	$(BIN)/ruff format --check consumer tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+kafka-up: install ## start the local Kafka on 127.0.0.1:9092
+	$(BIN)/eventfleet kafka up
+
+kafka-down: install ## stop the local Kafka
+	$(BIN)/eventfleet kafka down
+
+clean: ## remove the virtualenv, demo data and caches (not the cached Kafka jars)
+	rm -rf $(VENV) .eventfleet .mypy_cache .ruff_cache .pytest_cache

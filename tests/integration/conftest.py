@@ -1,0 +1,287 @@
+"""Helpers for tests against the real broker: topics, events, worker processes, ground truth.
+
+Ground truth is computed here in plain Python from the events the test itself produced, never
+by calling eventfleet's aggregation code.
+"""
+
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from fastavro import parse_schema, schemaless_writer
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = ROOT / "schemas" / "ad_event.avsc"
+WINDOW_MS = 10_000
+GRACE_MS = 5_000
+TABLE = "ad_stats"
+
+pytestmark = pytest.mark.integration
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    schema["fields"][1]["type"] = "long"  # same bytes as timestamp-millis
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(schema), record)
+    return buf.getvalue()
+
+
+def generate(n: int, partitions: int, seed: int, start_ms: int = 1_800_000_000_000) -> list[tuple[int, dict[str, Any]]]:
+    """n events spread over partitions: time advances 1 ms an event per partition, 3% arrive
+    up to 25 s late (so some miss their window: 10 s windows with 5 s grace)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        p = i % partitions
+        t = start_ms + (i // partitions) * 2
+        if rng.random() < 0.03:
+            t -= rng.randrange(25_000)
+        out.append(
+            (
+                p,
+                {
+                    "event_id": f"e{i}",
+                    "ts": t,
+                    "campaign_id": f"c{rng.randrange(40)}",
+                    "ad_id": f"a{rng.randrange(5)}",
+                    "event_type": rng.choice(["impression", "impression", "impression", "click", "conversion"]),
+                    "user_id": rng.randrange(10**6),
+                    "country": rng.choice(["DE", "FR", "US"]),
+                    "device": rng.choice(["desktop", "mobile"]),
+                    "price_micros": rng.randrange(5_000_000),
+                },
+            )
+        )
+    return out
+
+
+@dataclass
+class Truth:
+    rows: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
+    late: int = 0
+
+
+def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]]) -> Truth:
+    """The DESIGN rules in a few lines: per-partition watermark in offset order, late when
+    window end + grace <= watermark; count/sum/min/max per (window, campaign, type)."""
+    truth = Truth()
+    watermark: dict[int, int] = {}
+    for p, r in events:
+        if not isinstance(r, dict):
+            continue  # an undecodable message: not aggregated
+        t = r["ts"]
+        start = t // WINDOW_MS * WINDOW_MS
+        wm = max(watermark.get(p, t), t)
+        watermark[p] = wm
+        if start + WINDOW_MS + GRACE_MS <= wm:
+            truth.late += 1
+            continue
+        key = (start, r["campaign_id"], r["event_type"])
+        price = r["price_micros"]
+        if key not in truth.rows:
+            truth.rows[key] = [0, 0, price, price]
+        row = truth.rows[key]
+        row[0] += 1
+        row[1] += price
+        row[2] = min(row[2], price)
+        row[3] = max(row[3], price)
+    return truth
+
+
+class Kafka:
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def topic(self, partitions: int) -> str:
+        name = f"test-{uuid.uuid4().hex[:10]}"
+        self.admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+        return name
+
+    def produce(self, topic: str, events: list[tuple[int, dict[str, Any] | bytes]], pace_s: float = 0.0) -> None:
+        """Produce in order, each to its partition; ``pace_s`` spreads them over that long."""
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        chunk = 2000
+        for i in range(0, len(events), chunk):
+            for p, r in events[i : i + chunk]:
+                value = r if isinstance(r, bytes) else encode(r)
+                while True:
+                    try:
+                        producer.produce(topic, value, partition=p)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.poll(0)
+            if pace_s:
+                time.sleep(pace_s * chunk / len(events))
+        assert producer.flush(60) == 0
+
+    def ends(self, topic: str) -> dict[int, int]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-probe"})
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        finally:
+            c.close()
+
+    def committed(self, topic: str, group: str, partitions: int) -> dict[int, int]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            return {tp.partition: tp.offset for tp in tps}
+        finally:
+            c.close()
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> Kafka:
+    return Kafka(kafka_bootstrap)
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    db: Path
+    topic: str
+    group: str
+    workdir: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self, fault: str | None = None) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.pop("EVENTFLEET_FAULT", None)
+        if fault:
+            env["EVENTFLEET_FAULT"] = fault
+        log = open(self.workdir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(self.path)], stderr=log, stdout=log, env=env
+        )
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("worker-*.log")))
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout_s)
+
+    def stop_all(self) -> list[int]:
+        return [self.stop(p) for p in self.procs if p.poll() is None]
+
+    def positions(self) -> dict[int, tuple[int, int, int]]:
+        """partition -> (next_offset, late_events, invalid_events), read from SQLite directly."""
+        if not self.db.exists():
+            return {}
+        with sqlite3.connect(self.db) as db:
+            try:
+                rows = db.execute(
+                    f"SELECT partition, next_offset, late_events, invalid_events FROM {TABLE}_positions "
+                    "WHERE consumer_group = ? AND topic = ?",
+                    (self.group, self.topic),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return {}
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def wait_caught_up(self, ends: dict[int, int], timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pos = self.positions()
+            if all(pos.get(p, (0,))[0] >= end for p, end in ends.items() if end > 0):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"not caught up: {self.positions()} vs {ends}\n{self.logs()[-5000:]}")
+
+    def results(self) -> dict[tuple[Any, ...], list[int]]:
+        with sqlite3.connect(self.db) as db:
+            rows = db.execute(
+                f"SELECT window_start, window_end, campaign_id, event_type, events, spend, min_price, max_price "
+                f"FROM {TABLE}"
+            ).fetchall()
+        for r in rows:
+            assert r[1] == r[0] + WINDOW_MS
+        return {(r[0], r[2], r[3]): list(r[4:]) for r in rows}
+
+
+@pytest.fixture
+def pipeline(kafka: Kafka, tmp_path: Path) -> Iterator[Any]:
+    """A factory: pipeline(partitions) -> Pipeline with a fresh topic, group and SQLite file."""
+    made: list[Pipeline] = []
+
+    def make(partitions: int = 8, flush: str = "500ms", extra: str = "") -> Pipeline:
+        topic = kafka.topic(partitions)
+        group = f"g-{topic}"
+        workdir = tmp_path / topic
+        workdir.mkdir()
+        db = workdir / "stats.db"
+        path = workdir / "pipeline.toml"
+        path.write_text(
+            f"""
+[kafka]
+bootstrap_servers = "{kafka.bootstrap}"
+topics = ["{topic}"]
+group_id = "{group}"
+[kafka.config]
+"session.timeout.ms" = 6000
+"heartbeat.interval.ms" = 1000
+{extra}
+[schema]
+path = "{SCHEMA_PATH}"
+[window]
+size = "{WINDOW_MS}ms"
+grace = "{GRACE_MS}ms"
+time_field = "ts"
+[aggregate]
+group_by = ["campaign_id", "event_type"]
+[aggregate.metrics]
+events = "count"
+spend = "sum:price_micros"
+min_price = "min:price_micros"
+max_price = "max:price_micros"
+[sink]
+type = "sqlite"
+path = "{db}"
+table = "{TABLE}"
+[flush]
+interval = "{flush}"
+"""
+        )
+        p = Pipeline(path, db, topic, group, workdir)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        for proc in p.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def assert_exact(p: Pipeline, truth: Truth, ends: dict[int, int]) -> None:
+    got = p.results()
+    missing = truth.rows.keys() - got.keys()
+    extra = got.keys() - truth.rows.keys()
+    wrong = {k: (got[k], truth.rows[k]) for k in truth.rows.keys() & got.keys() if got[k] != truth.rows[k]}
+    assert not missing and not extra and not wrong, (
+        f"{len(missing)} missing, {len(extra)} extra, {len(wrong)} wrong rows, e.g. {list(wrong.items())[:3]}"
+    )
+    positions = p.positions()
+    assert {q: positions[q][0] for q in ends if ends[q]} == {q: e for q, e in ends.items() if e}
+    assert sum(v[1] for v in positions.values()) == truth.late

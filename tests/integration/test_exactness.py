@@ -1,0 +1,178 @@
+"""Exactly-once results through normal runs, crashes, rebalances and restarts (real broker)."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from .conftest import Kafka, assert_exact, generate, ground_truth
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_aggregate_exactly(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8)
+    events = generate(200_000, 8, seed=1)
+    kafka.produce(p.topic, events)
+    ends = kafka.ends(p.topic)
+    assert sum(ends.values()) == 200_000
+    p.start_worker()
+    p.start_worker()
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0, 0]
+    truth = ground_truth(events)
+    assert truth.late > 100  # the stream really exercises lateness
+    assert_exact(p, truth, ends)
+    # the Kafka offsets were committed after the sink (lag tools see true progress)
+    assert kafka.committed(p.topic, p.group, 8) == ends
+
+
+@pytest.mark.parametrize("fault", ["before_sink_write@3", "in_sink_transaction@3", "after_sink_commit@3"])
+def test_crash_at_each_flush_step_is_exact(kafka: Kafka, pipeline, fault: str) -> None:
+    """SIGKILL inside the flush protocol (armed by EVENTFLEET_FAULT), then restart."""
+    p = pipeline(partitions=4, flush="300ms")
+    events = generate(60_000, 4, seed=2)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 6.0))
+    producing.start()
+    doomed = p.start_worker(fault=fault)
+    assert doomed.wait(60) == -signal.SIGKILL, p.logs()[-3000:]
+    assert f"EVENTFLEET_FAULT: killing this worker at {fault.split('@')[0]}" in p.logs()
+    p.start_worker()
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_sigkill_mid_stream_and_between_flushes_is_exact(kafka: Kafka, pipeline) -> None:
+    """Two workers while events flow; one is SIGKILLed at several moments and restarted."""
+    p = pipeline(partitions=8, flush="700ms")
+    events = generate(200_000, 8, seed=3)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
+    producing.start()
+    survivor = p.start_worker()
+    victim = p.start_worker()
+    for delay in (1.3, 2.9, 2.2):  # not multiples of the flush interval: kills land between flushes
+        time.sleep(delay)
+        victim.kill()
+        victim.wait()
+        victim = p.start_worker()
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert survivor.poll() is None
+    assert p.stop_all() == [0, 0]
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_join_and_graceful_leave_mid_stream_is_exact(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8, flush="1s")
+    events = generate(200_000, 8, seed=4)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 10.0))
+    producing.start()
+    first = p.start_worker()
+    time.sleep(2.5)
+    p.start_worker()  # joins: cooperative rebalance, first flushes what it gives up
+    time.sleep(3.0)
+    assert p.stop(first) == 0  # leaves gracefully: final flush, its partitions move
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    logs = p.logs()
+    assert "partitions revoke" in logs and logs.count("partitions assign") >= 3
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_frozen_worker_past_its_session_is_exact(kafka: Kafka, pipeline) -> None:
+    """A worker frozen (SIGSTOP) past its session timeout while holding unflushed partials;
+    its partitions move; when it thaws it must not write them (lost, or fenced by the sink)."""
+    p = pipeline(partitions=4, flush="2s")
+    events = generate(80_000, 4, seed=5)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 14.0))
+    producing.start()
+    zombie = p.start_worker()
+    _wait_for(lambda: len(p.positions()) == 4, 60)  # it owns every partition and has flushed
+    time.sleep(1.0)  # mid-interval: it holds partials
+    os.kill(zombie.pid, signal.SIGSTOP)
+    p.start_worker()
+    time.sleep(10.0)  # > session.timeout.ms: the group gives every partition to the new worker
+    os.kill(zombie.pid, signal.SIGCONT)
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    p.stop_all()
+    zombie_log = (p.workdir / "worker-0.log").read_text()
+    assert "partitions lost" in zombie_log or "flush rolled back" in zombie_log, zombie_log[-3000:]
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_worker_stalled_in_a_flush_is_fenced_by_the_sink(kafka: Kafka, pipeline) -> None:
+    """A worker stuck just before its sink write past max.poll.interval.ms: the group moves its
+    partitions and the new owner writes; the stalled write must fail its compare-and-set."""
+    p = pipeline(partitions=4, flush="500ms", extra='"max.poll.interval.ms" = 7000')
+    events = generate(80_000, 4, seed=8)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
+    producing.start()
+    stalled = p.start_worker(fault="before_sink_write@4:sleep=14")
+    _wait_for(lambda: "EVENTFLEET_FAULT: stalling" in p.logs(), 60)
+    p.start_worker()
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    _wait_for(lambda: "flush rolled back" in (p.workdir / "worker-0.log").read_text(), 30)
+    p.stop_all()
+    assert stalled.returncode == 0
+    assert_exact(p, ground_truth(events), ends)
+
+
+def _wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def test_restart_after_the_end_processes_nothing_twice(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8)
+    events = generate(50_000, 8, seed=6)
+    kafka.produce(p.topic, events)
+    ends = kafka.ends(p.topic)
+    p.start_worker()
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    before = p.results()
+    p.start_worker()
+    time.sleep(6.0)
+    assert p.stop_all() == [0]
+    assert p.results() == before
+    assert "worker stopped: 0 events" in p.logs()
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_undecodable_messages_are_kept_as_rejects(kafka: Kafka, pipeline) -> None:
+    import sqlite3
+
+    from .conftest import TABLE, encode
+
+    p = pipeline(partitions=2)
+    good = generate(4_000, 2, seed=7)
+    valid = encode(good[0][1])
+    poison = [b"", b"\x00garbage\xff" * 3, valid[:-3], valid + b"\x01\x02"]
+    events = list(good)
+    for i, value in enumerate(poison):
+        events.insert(500 * (i + 1), (i % 2, value))
+    kafka.produce(p.topic, events)
+    ends = kafka.ends(p.topic)
+    p.start_worker()
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    assert_exact(p, ground_truth(events), ends)
+    with sqlite3.connect(p.db) as db:
+        rejects = db.execute(f"SELECT partition, kafka_offset, value, error FROM {TABLE}_rejects").fetchall()
+    assert sorted(r[2] for r in rejects) == sorted(poison)
+    assert sum(v[2] for v in p.positions().values()) == len(poison)
+    assert all(r[3] for r in rejects)
