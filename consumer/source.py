@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from . import metrics
@@ -18,6 +18,13 @@ from .errors import EventfleetError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[KafkaPartition]], None]
+
+
+METADATA_TIMEOUT_S = 15.0
+
+
+class SourceError(EventfleetError):
+    """Kafka is unreachable or the topics are missing."""
 
 
 class RebalanceError(EventfleetError):
@@ -54,12 +61,35 @@ class Source:
     def __init__(self, pipeline: Pipeline, on_assign: Handler, on_revoke: Handler, on_lost: Handler) -> None:
         self.consumer = Consumer(consumer_settings(pipeline))
         self._error: BaseException | None = None
+        try:
+            self._check_topics(pipeline)
+        except BaseException:
+            self.consumer.close()
+            raise
         self.consumer.subscribe(
             list(pipeline.kafka.topics),
             on_assign=self._wrap("assign", on_assign),
             on_revoke=self._wrap("revoke", on_revoke),
             on_lost=self._wrap("lost", on_lost),
         )
+
+    def _check_topics(self, pipeline: Pipeline) -> None:
+        """Fail fast, with the fix, when the broker is unreachable or a topic is missing."""
+        servers = pipeline.kafka.bootstrap_servers
+        try:
+            found = self.consumer.list_topics(timeout=METADATA_TIMEOUT_S).topics
+        except KafkaException as e:
+            raise SourceError(
+                f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
+                "running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
+            ) from None
+        for topic in pipeline.kafka.topics:
+            meta = found.get(topic)
+            if meta is None or meta.error is not None:
+                raise SourceError(
+                    f"topic {topic!r} does not exist on {servers}. Create it (kafka-topics.sh --create --topic "
+                    f"{topic} --partitions N) or fix kafka.topics"
+                )
 
     def _wrap(self, kind: str, handler: Handler) -> Callable[[Consumer, list[KafkaPartition]], None]:
         def callback(_consumer: Consumer, partitions: list[KafkaPartition]) -> None:
