@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import Metric
-from .decode import GROUPABLE, NUMERIC, field_types, load_schema
+from .decode import DECODERS, GROUPABLE, NUMERIC, cavro_available, field_types, load_schema
 from .errors import ConfigError
 from .window import parse_duration_ms
 
@@ -66,6 +66,7 @@ class Pipeline:
     schema_path: Path
     schema: Mapping[str, Any]
     field_types: Mapping[str, str]
+    decoder: str
     window: WindowSettings
     aggregate: AggregateSettings
     sink: SinkSettings
@@ -102,7 +103,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate an already-read TOML document (``path`` anchors relative paths)."""
     base = path.parent
     kafka = _kafka(_table(doc, "kafka"))
-    schema_path, schema, types = _schema(_table(doc, "schema"), base)
+    schema_path, schema, types, decoder = _schema(_table(doc, "schema"), base)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
     sink = _sink(_table(doc, "sink"), base)
@@ -114,7 +115,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
-    return Pipeline(path, kafka, schema_path, schema, types, window, aggregate, sink, interval)
+    return Pipeline(path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval)
 
 
 def _table(doc: Mapping[str, Any], key: str, *, required: bool = True) -> Mapping[str, Any]:
@@ -193,7 +194,7 @@ def _kafka(t: Mapping[str, Any]) -> KafkaSettings:
     return KafkaSettings(servers, tuple(topics), group, dict(extra))
 
 
-def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
+def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str], str]:
     path = base / _string(t, "schema.path", "path")
     if not path.is_file():
         raise ConfigError(
@@ -209,7 +210,17 @@ def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dic
             f"{str(path)!r} is not a valid Avro record schema ({e})",
             "fix the schema file",
         ) from None
-    return path, schema, field_types(schema)
+    decoder = _string(t, "schema.decoder", "decoder", default="fastavro")
+    if decoder not in DECODERS:
+        raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", f"use one of: {', '.join(DECODERS)}")
+    if decoder == "cavro" and not cavro_available():
+        raise ConfigError(
+            "schema.decoder", "cavro is not installed", "pip install 'eventfleet[cavro]', or use fastavro"
+        )
+    for name in t:
+        if name not in ("path", "decoder"):
+            raise ConfigError(f"schema.{name}", "unknown key", "use path or decoder")
+    return path, schema, field_types(schema), decoder
 
 
 def _field_of(key: str, name: str, types: Mapping[str, str], allowed: tuple[str, ...], what: str) -> str:

@@ -60,13 +60,21 @@ def _without_logical_types(node: Any) -> Any:
     return node
 
 
-def make_decoder(schema: dict[str, Any]) -> Decoder:
+DECODERS = ("fastavro", "cavro")
+
+
+def make_decoder(schema: dict[str, Any], backend: str = "fastavro") -> Decoder:
     """Return ``decode(value) -> record`` for schemaless Avro values of ``schema``.
 
     Raises on bytes that are not a record of this schema (truncated, wrong schema, garbage);
-    the worker turns that into a rejected message, never a crash.
+    the worker turns that into a rejected message, never a crash. ``backend`` is fastavro (the
+    default, which also rejects bytes left over after the record) or cavro (optional, about
+    twice as fast; it cannot tell whether bytes were left over).
     """
-    parsed = parse_schema(_without_logical_types(copy.deepcopy(schema)))
+    plain = _without_logical_types(copy.deepcopy(schema))
+    if backend == "cavro":
+        return _cavro_decoder(plain)
+    parsed = parse_schema(plain)
 
     def decode(value: bytes) -> Record:
         buf = BytesIO(value)
@@ -76,6 +84,21 @@ def make_decoder(schema: dict[str, Any]) -> Decoder:
         return record
 
     return decode
+
+
+def _cavro_decoder(schema: dict[str, Any]) -> Decoder:
+    import cavro  # optional: pip install 'eventfleet[cavro]'
+
+    decode: Decoder = cavro.Schema(json.dumps(schema), options=cavro.Options(record_decodes_to_dict=True)).binary_decode
+    return decode
+
+
+def cavro_available() -> bool:
+    try:
+        import cavro  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def make_encoder(schema: dict[str, Any]) -> Callable[[Record], bytes]:

@@ -66,7 +66,7 @@ offsets.topic.num.partitions=10
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms=3000
 """
 
 

@@ -44,7 +44,7 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
     # 1. what to write
     positions = state.pending()
     if not positions and not state.partials:
-        _commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
+        commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
         return FlushResult()
     started = time.perf_counter()
     # 2. one transaction: partials merged + positions compare-and-set (retried if the sink fails)
@@ -58,7 +58,7 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
     metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
     faults.reach("after_sink_commit")
     # 3. Kafka commit of the offsets the sink now holds (and any an earlier failure left behind)
-    _commit_to_kafka(consumer, state)
+    commit_to_kafka(consumer, state)
     # 4. forget what is now durable
     rows = len(state.partials)
     state.clear()
@@ -72,24 +72,26 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
     return FlushResult(rows=rows, partitions=len(positions))
 
 
-def _commit_to_kafka(consumer: Consumer, state: WorkerState) -> None:
-    """Commit each partition's sink position to Kafka, for lag tools. Never raises: a failure
-    is retried at the next flush, and the sink's positions stay the source of truth."""
+def commit_to_kafka(consumer: Consumer, state: WorkerState) -> bool:
+    """Commit each partition's sink position to Kafka, for lag tools; True when all went through.
+    Never raises: a failure is retried at the next flush, and the sink's positions stay the
+    source of truth."""
     parts = [p for p in state.parts.values() if p.uncommitted]
     if not parts:
-        return
+        return True
     offsets = [KafkaPartition(p.topic, p.partition, p.stored_offset or 0) for p in parts]
     try:
         results = consumer.commit(offsets=offsets, asynchronous=False) or []
     except KafkaException as e:
         log.warning("Kafka offset commit failed, retried at the next flush (the sink holds the positions): %s", e)
-        return
+        return False
     failed = {(r.topic, r.partition) for r in results if r.error is not None}
     for p in parts:
         if (p.topic, p.partition) not in failed:
             p.committed_offset = p.stored_offset
     if failed:
         log.warning("Kafka offset commit failed for %s, retried at the next flush", sorted(failed))
+    return not failed
 
 
 def _retryable(e: BaseException) -> bool:

@@ -101,16 +101,19 @@ def produce(
     events_per_s: float | None = None,
     topic: str | None = None,
     progress: bool = True,
+    out_of_order: float = 0.02,
+    max_delay_ms: int = 90_000,
 ) -> ProduceSummary:
     """Produce ``count`` events to the pipeline's (first) topic; ``rate`` limits events/s (0: no limit).
 
     Event times start at ``start_ms`` (default: now) and advance ``events_per_s`` per second of
-    event time (default: ``rate``, else 2,000).
+    event time (default: ``rate``, else 2,000). A share ``out_of_order`` of the events is
+    delayed by up to ``max_delay_ms``.
     """
     topic = topic or pipeline.kafka.topics[0]
     encode = make_encoder(dict(pipeline.schema))
     start_ms = start_ms if start_ms is not None else int(time.time() * 1000)
-    stream = events(pipeline, seed, start_ms, events_per_s or rate or 2000.0)
+    stream = events(pipeline, seed, start_ms, events_per_s or rate or 2000.0, out_of_order, max_delay_ms)
     key_field = pipeline.aggregate.group_by[0] if pipeline.aggregate.group_by else None
     time_field = pipeline.window.time_field
     producer = Producer(

@@ -19,7 +19,7 @@ from . import metrics
 from .aggregate import compile_updater
 from .config import Pipeline
 from .decode import make_decoder
-from .flush import flush
+from .flush import commit_to_kafka, flush
 from .sinks import Reject, Sink, TopicPartition, open_sink
 from .source import Source
 from .state import PartitionState, WorkerState
@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX_MESSAGES = 10_000
 POLL_TIMEOUT_S = 0.5
+SHUTDOWN_COMMIT_TRIES = 5
 
 
 class Worker:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.group = pipeline.kafka.group_id
-        self.decode = make_decoder(dict(pipeline.schema))
+        self.decode = make_decoder(dict(pipeline.schema), pipeline.decoder)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
@@ -61,12 +62,17 @@ class Worker:
                 if messages:
                     if self.first_event_at is None:
                         self.first_event_at = time.perf_counter()
+                        log.info("first message at %.3f", time.time())
                     self.process(messages)
                     self.last_event_at = time.perf_counter()
                 if time.monotonic() >= next_flush:
                     self._flush()
                     next_flush = time.monotonic() + interval_s
             self._flush()
+            for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
+                if commit_to_kafka(source.consumer, self.state):
+                    break
+                time.sleep(0.5)
         finally:
             source.close()
             self.sink.close()

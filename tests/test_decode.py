@@ -174,3 +174,28 @@ def test_wrong_enum_index_raises(schema: dict[str, Any]) -> None:
     data[22] = 0x0A  # index 5: EventType has 3 symbols
     with pytest.raises(Exception):  # noqa: B017 - fastavro raises IndexError here
         make_decoder(schema)(bytes(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# the optional cavro backend: the same records as fastavro, the same refusals of broken bytes
+
+
+def test_cavro_decodes_what_fastavro_decodes(schema: dict[str, Any]) -> None:
+    pytest.importorskip("cavro")
+    encode = make_encoder(schema)
+    fast, cavro = make_decoder(schema, "fastavro"), make_decoder(schema, "cavro")
+    rng = random.Random(11)
+    for _ in range(500):
+        record = _record(rng)
+        value = encode(record)
+        assert cavro(value) == record == fast(value)
+        assert isinstance(cavro(value)["ts"], int)
+
+
+def test_cavro_rejects_truncated_values(schema: dict[str, Any]) -> None:
+    pytest.importorskip("cavro")
+    value = make_encoder(schema)(FIXED)
+    cavro = make_decoder(schema, "cavro")
+    for cut in range(len(value)):
+        with pytest.raises(Exception):  # noqa: B017 - any error: the worker keeps it as a reject
+            cavro(value[:cut])

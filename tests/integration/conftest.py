@@ -224,7 +224,7 @@ def pipeline(kafka: Kafka, tmp_path: Path) -> Iterator[Any]:
     """A factory: pipeline(partitions) -> Pipeline with a fresh topic, group and SQLite file."""
     made: list[Pipeline] = []
 
-    def make(partitions: int = 8, flush: str = "500ms", extra: str = "") -> Pipeline:
+    def make(partitions: int = 8, flush: str = "500ms", extra: str = "", decoder: str = "fastavro") -> Pipeline:
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -243,6 +243,7 @@ group_id = "{group}"
 {extra}
 [schema]
 path = "{SCHEMA_PATH}"
+decoder = "{decoder}"
 [window]
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"

@@ -12,8 +12,9 @@ from .conftest import Kafka, assert_exact, generate, ground_truth
 pytestmark = pytest.mark.integration
 
 
-def test_two_workers_aggregate_exactly(kafka: Kafka, pipeline) -> None:
-    p = pipeline(partitions=8)
+@pytest.mark.parametrize("decoder", ["fastavro", "cavro"])
+def test_two_workers_aggregate_exactly(kafka: Kafka, pipeline, decoder: str) -> None:
+    p = pipeline(partitions=8, decoder=decoder)
     events = generate(200_000, 8, seed=1)
     kafka.produce(p.topic, events)
     ends = kafka.ends(p.topic)

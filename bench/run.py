@@ -1,0 +1,348 @@
+"""The eventfleet benchmark: contenders side by side on the same data, against a real broker.
+
+    python bench/run.py [--events 2000000] [--repeat 3] [--only raw,naive,...] [--port 9092]
+
+Produces N events of the example schema once (8 partitions, fixed seed), then runs each contender
+on them with a fresh consumer group, --repeat times, and reports the median: events/s from the
+first message to the last result being done (for eventfleet: durable in the sink), CPU seconds
+per million events (user+sys of the consuming processes, start-up included), and peak RSS.
+It checks that the contenders agree on the aggregates, and writes bench/results/<time>.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import fastavro
+import tomli_w
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consumer import config, devkafka  # noqa: E402
+from consumer.produce import produce  # noqa: E402
+
+CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2")
+QUIX_VENV = ROOT / "bench" / ".venv-quix"
+QUIX_REQUIREMENTS = ["quixstreams==3.23.1", "fastavro"]
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the same event times every run
+MAX_DELAY_MS = 20_000  # out-of-order events stay within the 30 s grace: every contender agrees
+TIMEOUT_S = 1800.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
+    ap.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT)
+    args = ap.parse_args()
+    only = [c for c in args.only.split(",") if c]
+    unknown = set(only) - set(CONTENDERS)
+    if unknown:
+        ap.error(f"unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}")
+
+    bootstrap = f"127.0.0.1:{args.port}"
+    if not devkafka.reachable(bootstrap, timeout_s=3):
+        devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
+    if "quix" in only:
+        ensure_quix_venv()
+    work = Path(tempfile.mkdtemp(prefix="eventfleet-bench-"))
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    topic = f"bench-{run_id}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
+    pipeline_file = write_pipeline(work, bootstrap, topic, "bench-seed")
+    print(f"producing {args.events:,} events to {topic} ({args.partitions} partitions) ...", flush=True)
+    produce(config.load(pipeline_file), args.events, seed=7, start_ms=START_MS, max_delay_ms=MAX_DELAY_MS)
+    time.sleep(2)  # let the broker settle (log flushes) before the first measurement
+
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in only}
+    for rep in range(args.repeat):
+        for name in only:
+            group = f"{topic}-{name}-{rep}"
+            result = RUNNERS[name](work, bootstrap, topic, group, args.events)
+            runs[name].append(result)
+            print(
+                f"  [{rep + 1}/{args.repeat}] {name:13s} {result['events_per_s']:>10,.0f} events/s  "
+                f"{result['cpu_s_per_m']:6.2f} CPU-s/M  {result['rss_mb']:6.0f} MB",
+                flush=True,
+            )
+    agreement = check_agreement(runs)
+    summary = {name: median_of(rs) for name, rs in runs.items()}
+    print_table(summary, args.events)
+    for line in agreement["notes"]:
+        print(line)
+    out = ROOT / "bench" / "results" / f"{run_id}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "run": run_id,
+                "events": args.events,
+                "partitions": args.partitions,
+                "repeat": args.repeat,
+                "machine": machine(),
+                "summary": summary,
+                "ratios": ratios(summary),
+                "agreement": agreement,
+                "runs": {n: [{k: v for k, v in r.items() if k != "rows"} for r in rs] for n, rs in runs.items()},
+            },
+            indent=1,
+        )
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    return 0 if agreement["ok"] else 1
+
+
+# -- contenders ----------------------------------------------------------------------------
+
+
+def run_script(
+    python: str, script: str, work: Path, extra: list[str], bootstrap: str, topic: str, group: str, events: int
+) -> dict[str, Any]:
+    out = work / f"{group}.json"
+    cmd = [
+        python,
+        str(ROOT / "bench" / "contenders" / script),
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--events",
+        str(events),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT / "bench" / "contenders")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{script} failed with {proc.returncode}")
+    r = json.loads(out.read_text())
+    return measured(events, r["first_message_at"], r["done_at"], [usage], r.get("rows") or r.get("windows"))
+
+
+def run_raw(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+    return run_script(sys.executable, "raw.py", work, [], bootstrap, topic, group, events)
+
+
+def run_naive(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+    schema = str(ROOT / "schemas" / "ad_event.avsc")
+    return run_script(sys.executable, "naive.py", work, ["--schema", schema], bootstrap, topic, group, events)
+
+
+def run_quix(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+    schema = str(ROOT / "schemas" / "ad_event.avsc")
+    python = str(QUIX_VENV / "bin" / "python")
+    return run_script(python, "quix_agg.py", work, ["--schema", schema], bootstrap, topic, group, events)
+
+
+def run_eventfleet(workers: int) -> Any:
+    def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+        pipeline_file = write_pipeline(work, bootstrap, topic, group)
+        db = work / f"{group}.db"
+        logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
+        procs = []
+        for log in logs:
+            with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
+                cmd = [sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file)]
+                procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
+        done_at = wait_sink_complete(db, group, topic, events, procs)
+        usages = []
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            _, status, usage = os.wait4(p.pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"a worker failed; see {logs}"
+            usages.append(usage)
+        firsts = [float(m) for log in logs for m in re.findall(r"first message at ([\d.]+)", log.read_text())]
+        with sqlite3.connect(db) as con:
+            rows = [
+                list(r)
+                for r in con.execute(
+                    "SELECT window_start, campaign_id, event_type, events, spend, min_price, max_price FROM ad_stats"
+                )
+            ]
+        return measured(events, min(firsts), done_at, usages, rows)
+
+    return run
+
+
+RUNNERS = {
+    "raw": run_raw,
+    "naive": run_naive,
+    "quix": run_quix,
+    "eventfleet-1": run_eventfleet(1),
+    "eventfleet-2": run_eventfleet(2),
+}
+
+
+def write_pipeline(work: Path, bootstrap: str, topic: str, group: str) -> Path:
+    """The example pipeline (metrics on, SQLite sink) on this topic, group and a fresh database."""
+    doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
+    doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
+    doc["schema"]["path"] = str(ROOT / "schemas" / "ad_event.avsc")
+    doc["sink"]["path"] = str(work / f"{group}.db")
+    doc["flush"]["interval"] = "1s"  # the results are durable at most 1 s after the last event
+    path = work / f"{group}.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def wait_sink_complete(db: Path, group: str, topic: str, events: int, procs: list[subprocess.Popen[bytes]]) -> float:
+    """The moment the sink's positions cover every event (polled every 20 ms)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(db) as con:
+                (done,) = con.execute(
+                    "SELECT coalesce(sum(next_offset), 0) FROM ad_stats_positions WHERE consumer_group = ? "
+                    "AND topic = ?",
+                    (group, topic),
+                ).fetchone()
+        except sqlite3.OperationalError:
+            done = 0
+        if done >= events:
+            return time.time()
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("an eventfleet worker exited early")
+        time.sleep(0.02)
+    raise SystemExit("eventfleet did not finish in time")
+
+
+def measured(events: int, first: float, done: float, usages: list[Any], rows: Any) -> dict[str, Any]:
+    cpu = sum(u.ru_utime + u.ru_stime for u in usages)
+    return {
+        "events_per_s": events / (done - first),
+        "seconds": done - first,
+        "cpu_s": cpu,
+        "cpu_s_per_m": cpu / events * 1e6,
+        "rss_mb": sum(u.ru_maxrss for u in usages) / 1024,
+        "rows": rows,
+    }
+
+
+# -- checks and reporting ---------------------------------------------------------------------
+
+
+def check_agreement(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """naive and eventfleet must hold the same rows; quix the same rows for every window it closed."""
+
+    def table(rows: list[Any]) -> dict[tuple[Any, ...], tuple[int, ...]]:
+        out = {}
+        for r in rows:
+            if isinstance(r, dict):
+                r = [
+                    r["window_start"],
+                    r["campaign_id"],
+                    r["event_type"],
+                    r["events"],
+                    r["spend"],
+                    r["min_price"],
+                    r["max_price"],
+                ]
+            out[tuple(r[:3])] = tuple(r[3:])
+        return out
+
+    notes, ok = [], True
+    reference_name = next((n for n in ("naive", "eventfleet-1", "eventfleet-2") if n in runs), None)
+    if reference_name is None:
+        return {"ok": True, "notes": ["agreement: nothing to compare (no aggregating contender ran)"]}
+    reference = table(runs[reference_name][0]["rows"])
+    for name, rs in runs.items():
+        if name == "raw":
+            continue
+        for i, r in enumerate(rs):
+            got = table(r["rows"])
+            if name == "quix":
+                closed = {k[0] for k in got}
+                expected = {k: v for k, v in reference.items() if k[0] in closed}
+                same = got == expected
+                if i == 0:
+                    notes.append(
+                        f"agreement: quix closed {len(closed)} of {len({k[0] for k in reference})} windows; "
+                        f"its {len(got):,} rows {'equal' if same else 'DIFFER from'} {reference_name}'s"
+                    )
+            else:
+                same = got == reference
+                if i == 0 and name != reference_name:
+                    notes.append(
+                        f"agreement: {name} {'equals' if same else 'DIFFERS from'} {reference_name} ({len(got):,} rows)"
+                    )
+            ok &= same
+    return {"ok": ok, "notes": notes}
+
+
+def median_of(rs: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rs) for k in ("events_per_s", "seconds", "cpu_s_per_m", "rss_mb")}
+
+
+def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for a, b in (
+        ("eventfleet-1", "naive"),
+        ("eventfleet-1", "quix"),
+        ("eventfleet-2", "eventfleet-1"),
+        ("eventfleet-1", "raw"),
+    ):
+        if a in s and b in s:
+            out[f"{a}/{b}"] = s[a]["events_per_s"] / s[b]["events_per_s"]
+    return out
+
+
+def print_table(s: dict[str, dict[str, float]], events: int) -> None:
+    print(f"\nmedian of the runs, {events:,} events:")
+    print(f"{'contender':14s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
+    for name, r in s.items():
+        print(f"{name:14s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
+    for k, v in ratios(s).items():
+        print(f"{k}: {v:.2f}x")
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "kafka": devkafka.KAFKA_VERSION,
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "fastavro": fastavro.__version__,
+    }
+
+
+def ensure_quix_venv() -> None:
+    python = QUIX_VENV / "bin" / "python"
+    if python.exists():
+        return
+    print(f"creating {QUIX_VENV.relative_to(ROOT)} for Quix Streams (it pins confluent-kafka < 2.13) ...")
+    subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *QUIX_REQUIREMENTS], check=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
