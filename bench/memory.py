@@ -71,7 +71,7 @@ def produce_keys(bootstrap: str, topic: str, pipeline_file: Path, events: int, k
 
 def start_worker(pipeline_file: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file)],
+        return subprocess.Popen([sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)],
                                 stderr=stderr, cwd=ROOT)  # fmt: skip
 
 

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 from consumer import config, devkafka  # noqa: E402
 from consumer.produce import produce  # noqa: E402
 
-CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2")
+CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro")
 QUIX_VENV = ROOT / "bench" / ".venv-quix"
-QUIX_REQUIREMENTS = ["quixstreams==3.23.1", "fastavro"]
+QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the same event times every run
 MAX_DELAY_MS = 20_000  # out-of-order events stay within the 30 s grace: every contender agrees
 TIMEOUT_S = 1800.0
@@ -157,15 +157,15 @@ def run_quix(work: Path, bootstrap: str, topic: str, group: str, events: int) ->
     return run_script(python, "quix_agg.py", work, ["--schema", schema], bootstrap, topic, group, events)
 
 
-def run_eventfleet(workers: int) -> Any:
+def run_eventfleet(workers: int, decoder: str = "fastavro") -> Any:
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
-        pipeline_file = write_pipeline(work, bootstrap, topic, group)
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder)
         db = work / f"{group}.db"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
         procs = []
         for log in logs:
             with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
-                cmd = [sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file)]
+                cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)]
                 procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
         done_at = wait_sink_complete(db, group, topic, events, procs)
         usages = []
@@ -193,14 +193,15 @@ RUNNERS = {
     "quix": run_quix,
     "eventfleet-1": run_eventfleet(1),
     "eventfleet-2": run_eventfleet(2),
+    "eventfleet-1-cavro": run_eventfleet(1, "cavro"),
 }
 
 
-def write_pipeline(work: Path, bootstrap: str, topic: str, group: str) -> Path:
+def write_pipeline(work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro") -> Path:
     """The example pipeline (metrics on, SQLite sink) on this topic, group and a fresh database."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
-    doc["schema"]["path"] = str(ROOT / "schemas" / "ad_event.avsc")
+    doc["schema"].update(path=str(ROOT / "schemas" / "ad_event.avsc"), decoder=decoder)
     doc["sink"]["path"] = str(work / f"{group}.db")
     doc["flush"]["interval"] = "1s"  # the results are durable at most 1 s after the last event
     path = work / f"{group}.toml"
@@ -302,6 +303,8 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1", "naive"),
         ("eventfleet-1", "quix"),
         ("eventfleet-2", "eventfleet-1"),
+        ("eventfleet-1-cavro", "naive"),
+        ("eventfleet-1-cavro", "quix"),
         ("eventfleet-1", "raw"),
     ):
         if a in s and b in s:

@@ -18,11 +18,7 @@ log = logging.getLogger("eventfleet")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO, getattr(args, "worker_id", None))
     try:
         code: int = args.func(args)
         return code
@@ -33,15 +29,61 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "worker": getattr(record, "worker", None),
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(fmt: str, level: int, worker_id: int | None) -> None:
+    """Text or JSON lines on stderr; every record names the worker (or "sup" for the supervisor)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = _JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d w%(worker)s] %(message)s")
+    handler.setFormatter(formatter)
+    worker = "-" if worker_id is None else str(worker_id)
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.worker = worker
+        return True
+
+    handler.addFilter(tag)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventfleet", description=__doc__)
     p.add_argument("--version", action="version", version=f"eventfleet {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a worker: consume, aggregate, flush, commit (until SIGTERM)")
+    run = sub.add_parser("run", help="run a supervised fleet of workers on this instance (until SIGTERM)")
     run.add_argument("--config", required=True, help="pipeline .toml file")
+    run.add_argument("--workers", type=int, help="worker processes (default: the CPUs available to this process)")
+    run.add_argument(
+        "--metrics-port", type=int, help="/metrics, /healthz, /readyz port (default [metrics] port; 0: off)"
+    )
     run.set_defaults(func=_run)
+
+    worker = sub.add_parser("worker", help="run one unsupervised worker (for process managers that supervise)")
+    worker.add_argument("--config", required=True, help="pipeline .toml file")
+    worker.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve this worker's /metrics (default: off)")
+    worker.set_defaults(func=_worker)
 
     prod = sub.add_parser("produce", help="produce synthetic events valid for the pipeline's schema")
     prod.add_argument("--config", required=True)
@@ -78,9 +120,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .fleet import run
+
+    extra = ["--log-format", args.log_format] + (["-v"] if args.verbose else [])
+    return run(config.load(args.config), args.workers, args.metrics_port, extra)
+
+
+def _worker(args: argparse.Namespace) -> int:
     from .worker import run
 
-    return run(config.load(args.config))
+    pipeline = config.load(args.config)
+    if args.metrics_port and args.heartbeat_fd is None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    return run(pipeline, args.worker_id, args.heartbeat_fd)
 
 
 def _produce(args: argparse.Namespace) -> int:

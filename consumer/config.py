@@ -58,6 +58,13 @@ class SinkSettings:
 
 
 @dataclass(frozen=True)
+class FleetSettings:
+    watchdog_timeout_s: float = 60.0  # a worker silent this long is killed and restarted
+    shutdown_grace_s: float = 30.0  # after SIGTERM, workers still running this long are killed
+    max_rss_bytes: int | None = None  # a worker above this flushes, exits and is replaced
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated pipeline: everything a worker needs, nothing left to check later."""
 
@@ -71,6 +78,8 @@ class Pipeline:
     aggregate: AggregateSettings
     sink: SinkSettings
     flush_interval_ms: int
+    metrics_port: int = 9400
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
     def column_types(self) -> dict[str, str]:
         """Output column -> Avro type name, in table order (window, group-by, metrics)."""
@@ -111,11 +120,47 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     interval = _duration(flush, "flush.interval", "interval", default="5s")
     if interval <= 0:
         raise ConfigError("flush.interval", "must be more than zero", 'write e.g. "5s"')
-    known = {"kafka", "schema", "window", "aggregate", "sink", "flush"}
+    metrics_port = _port(_table(doc, "metrics", required=False))
+    fleet = _fleet(_table(doc, "fleet", required=False))
+    known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
-    return Pipeline(path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval)
+    return Pipeline(
+        path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval, metrics_port, fleet
+    )
+
+
+def _port(t: Mapping[str, Any]) -> int:
+    port = t.get("port", 9400)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(
+            "metrics.port", f"must be a port number 0-65535, got {port!r}", "write port = 9400 (0 disables)"
+        )
+    return port
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$", re.ASCII)
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def _fleet(t: Mapping[str, Any]) -> FleetSettings:
+    watchdog = _duration(t, "fleet.watchdog_timeout", "watchdog_timeout", default="60s") / 1000
+    grace = _duration(t, "fleet.shutdown_grace", "shutdown_grace", default="30s") / 1000
+    max_rss = None
+    if "max_rss" in t:
+        match = _SIZE.match(str(t["max_rss"]))
+        if match is None:
+            raise ConfigError(
+                "fleet.max_rss", f"{t['max_rss']!r} is not a size", 'write e.g. max_rss = "2GiB" (or "0": off)'
+            )
+        max_rss = int(match.group(1)) * _SIZE_UNITS[match.group(2)] or None
+    for name in t:
+        if name not in ("watchdog_timeout", "shutdown_grace", "max_rss"):
+            raise ConfigError(f"fleet.{name}", "unknown key", "use watchdog_timeout, shutdown_grace or max_rss")
+    if watchdog <= 0:
+        raise ConfigError("fleet.watchdog_timeout", "must be more than zero", 'write e.g. "60s"')
+    return FleetSettings(watchdog, grace, max_rss)
 
 
 def _table(doc: Mapping[str, Any], key: str, *, required: bool = True) -> Mapping[str, Any]:

@@ -46,26 +46,24 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     summary = produce(pipeline, count, seed=42)
     print(f"produced {count:,} events in {summary.seconds:.1f} s")
 
-    logs = [pipeline_file.with_name(f"{run_id}-worker-{i}.log") for i in range(workers)]
+    log_path = pipeline_file.with_name(f"{run_id}-fleet.log")
     started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file)],
+    with open(log_path, "wb") as log:  # the fleet keeps its own copy of the descriptor
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(pipeline_file), "--workers", str(workers),
+             "--metrics-port", "0"],
             stdout=subprocess.DEVNULL,
-            stderr=open(path, "wb"),  # noqa: SIM115 - the worker owns it until it exits
-        )
-        for path in logs
-    ]
+            stderr=log,
+        )  # fmt: skip
     try:
-        _wait_caught_up(pipeline, topic, procs)
+        _wait_caught_up(pipeline, topic, [fleet])
         elapsed = time.monotonic() - started
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        codes = [p.wait(60) for p in procs]
-    if any(codes):
-        raise EventfleetError(f"a worker exited with {codes}; see {', '.join(map(str, logs))}")
+        if fleet.poll() is None:
+            fleet.send_signal(signal.SIGTERM)
+        code = fleet.wait(120)
+    if code:
+        raise EventfleetError(f"the fleet exited with {code}; see {log_path}")
 
     sink = open_sink(pipeline)
     try:
@@ -83,12 +81,11 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
         f"(window closed, counted), {invalid:,} undecodable"
     )
     print(f"{workers} workers: {count / elapsed:,.0f} events/s end to end ({elapsed:.1f} s, incl. start-up and join)")
-    for path in logs:
-        match = re.search(
-            r"worker stopped: (\d+) events in ([\d.]+) s from first to last, (\d+) events/s", path.read_text()
-        )
-        if match:
-            print(f"  {path.name}: {int(match[1]):,} events at {int(match[3]):,} events/s (first to last event)")
+    stops = re.findall(r"w(\d+)\] worker stopped: (\d+) events in [\d.]+ s from first to last, (\d+) events/s",
+                       log_path.read_text())  # fmt: skip
+    for worker, events, rate in stops:
+        print(f"  worker {worker}: {int(events):,} events at {int(rate):,} events/s (first to last event)")
+    print(f"fleet log: {log_path}")
     return 0
 
 

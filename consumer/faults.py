@@ -3,7 +3,9 @@
 ``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
 ``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
 ``after_sink_commit`` (before the Kafka commit). ``"POINT@N:sleep=S"`` stalls there for S
-seconds instead, once (a worker stuck in a sink call past its poll interval).
+seconds instead, once (a worker stuck in a sink call past its poll interval). With
+``EVENTFLEET_FAULT_ONCE=PATH`` the fault fires in one process only: the first to fire creates
+PATH, and a process that finds it at start is disarmed (a restarted worker runs clean).
 """
 
 import logging
@@ -16,6 +18,9 @@ log = logging.getLogger(__name__)
 _POINT, _, _ARM = os.environ.get("EVENTFLEET_FAULT", "").partition("@")
 _AT, _, _ACTION = _ARM.partition(":")
 _hits = 0
+_ONCE = os.environ.get("EVENTFLEET_FAULT_ONCE", "")
+if _ONCE and os.path.exists(_ONCE):
+    _POINT = ""
 
 
 def reach(point: str) -> None:
@@ -24,6 +29,9 @@ def reach(point: str) -> None:
     if point != _POINT:
         return
     _hits += 1
+    if _hits >= int(_AT or 1) and _ONCE:
+        with open(_ONCE, "a"):
+            pass
     if _ACTION.startswith("sleep="):
         if _hits == int(_AT or 1):
             log.warning("EVENTFLEET_FAULT: stalling %s s at %s", _ACTION[6:], point)

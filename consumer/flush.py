@@ -54,6 +54,9 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
         metrics.FLUSHES.labels("conflict").inc()
         log.warning("flush rolled back: %s; discarding partials and rewinding", conflict)
         return FlushResult(conflict=conflict)
+    except SinkError:
+        metrics.SINK_FAILURES.inc()  # retries exhausted: the worker stops, nothing was committed
+        raise
     state.written(positions)  # from here a crash re-reads nothing that was merged
     metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
     faults.reach("after_sink_commit")
@@ -83,12 +86,14 @@ def commit_to_kafka(consumer: Consumer, state: WorkerState) -> bool:
     try:
         results = consumer.commit(offsets=offsets, asynchronous=False) or []
     except KafkaException as e:
+        metrics.COMMITS.labels("failed").inc()
         log.warning("Kafka offset commit failed, retried at the next flush (the sink holds the positions): %s", e)
         return False
     failed = {(r.topic, r.partition) for r in results if r.error is not None}
     for p in parts:
         if (p.topic, p.partition) not in failed:
             p.committed_offset = p.stored_offset
+    metrics.COMMITS.labels("failed" if failed else "ok").inc()
     if failed:
         log.warning("Kafka offset commit failed for %s, retried at the next flush", sorted(failed))
     return not failed

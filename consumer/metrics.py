@@ -1,20 +1,45 @@
-"""Every Prometheus metric eventfleet exports, declared once, units in the names."""
+"""Every Prometheus metric eventfleet exports, declared once, units in the names.
 
-from prometheus_client import Counter, Histogram
+Under the supervisor (``eventfleet run``) each process writes its values to
+PROMETHEUS_MULTIPROC_DIR and the supervisor serves them summed over the workers on one port.
+"""
+
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 EVENTS_CONSUMED = Counter("eventfleet_events_consumed_total", "Messages read from Kafka.")
+EVENTS_AGGREGATED = Counter("eventfleet_events_aggregated_total", "Events folded into a window's aggregates.")
 EVENTS_LATE = Counter(
-    "eventfleet_events_late_total",
-    "Events not aggregated because their window had closed.",
-    ["topic", "partition"],
+    "eventfleet_events_late_total", "Events not aggregated because their window had closed.", ["topic", "partition"]
 )
 EVENTS_INVALID = Counter(
-    "eventfleet_events_invalid_total",
-    "Messages that could not be decoded (kept as rejects).",
-    ["topic", "partition"],
+    "eventfleet_events_invalid_total", "Messages that could not be decoded (kept as rejects).", ["topic", "partition"]
 )
 FLUSHES = Counter("eventfleet_flushes_total", "Flushes by outcome.", ["outcome"])
 FLUSH_SECONDS = Histogram("eventfleet_flush_duration_seconds", "Time to write one flush to the sink.")
 ROWS_WRITTEN = Counter("eventfleet_sink_rows_written_total", "Aggregate rows merged into the sink.")
 SINK_RETRIES = Counter("eventfleet_sink_retries_total", "Sink writes retried after an error.")
+SINK_FAILURES = Counter("eventfleet_sink_failures_total", "Flushes that failed after every retry.")
+COMMITS = Counter("eventfleet_kafka_commits_total", "Offset commits to Kafka by outcome.", ["outcome"])
 REBALANCES = Counter("eventfleet_rebalances_total", "Rebalance callbacks by kind.", ["kind"])
+ASSIGNED_PARTITIONS = Gauge(
+    "eventfleet_assigned_partitions", "Partitions assigned to the workers.", multiprocess_mode="livesum"
+)
+CONSUMER_LAG = Gauge(
+    "eventfleet_consumer_lag_messages",
+    "Broker high watermark minus committed offset, per partition (librdkafka statistics).",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
+)
+TRACKED_KEYS = Gauge(
+    "eventfleet_tracked_keys", "Aggregate keys held in memory since the last flush.", multiprocess_mode="livesum"
+)
+WORKER_RESTARTS = Counter("eventfleet_worker_restarts_total", "Workers restarted by the supervisor.", ["reason"])
+WATCHDOG_KILLS = Counter("eventfleet_watchdog_kills_total", "Workers killed for not heartbeating.")
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges from the multiprocess directory (counters stay)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

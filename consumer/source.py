@@ -21,6 +21,7 @@ Handler = Callable[[list[KafkaPartition]], None]
 
 
 METADATA_TIMEOUT_S = 15.0
+STATS_INTERVAL_MS = 5000  # consumer lag per partition for the metrics
 
 
 class SourceError(EventfleetError):
@@ -41,10 +42,13 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "enable.auto.offset.store": False,
         "partition.assignment.strategy": "cooperative-sticky",
         "auto.offset.reset": "earliest",
-        # Large fetches keep the hot loop fed with few round trips.
-        "fetch.max.bytes": 64 * 1024 * 1024,
+        # Large fetches keep the hot loop fed with few round trips; measured with bench/run.py
+        # (raw loop: 300k messages/s at about 240 MB RSS, against 200k/s and 160 MB with the
+        # librdkafka defaults, or 530k/s and 440 MB with 64 MB fetches).
+        "fetch.max.bytes": 24 * 1024 * 1024,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        "queued.max.messages.kbytes": 256 * 1024,
+        "queued.max.messages.kbytes": 16 * 1024,
+        "queued.min.messages": 20_000,  # per partition; small events would otherwise queue 100k each
     }
     settings.update(pipeline.kafka.config)
     settings["error_cb"] = _log_client_error
@@ -58,8 +62,19 @@ def _log_client_error(error: KafkaError) -> None:
 class Source:
     """A subscribed consumer whose rebalances call the worker's handlers."""
 
-    def __init__(self, pipeline: Pipeline, on_assign: Handler, on_revoke: Handler, on_lost: Handler) -> None:
-        self.consumer = Consumer(consumer_settings(pipeline))
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        on_assign: Handler,
+        on_revoke: Handler,
+        on_lost: Handler,
+        on_stats: Callable[[str], None] | None = None,
+    ) -> None:
+        settings = consumer_settings(pipeline)
+        if on_stats is not None:
+            settings.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
+            settings["stats_cb"] = on_stats
+        self.consumer = Consumer(settings)
         self._error: BaseException | None = None
         try:
             self._check_topics(pipeline)

@@ -24,6 +24,7 @@ class PartitionState:
     invalid_events: int = 0
     stored_offset: int | None = None  # the sink's next_offset as last read or written (CAS)
     committed_offset: int | None = None  # the offset last committed to Kafka by this worker
+    stored_late: int = 0  # late_events as the sink last held it (the rest is since the last flush)
 
     @classmethod
     def from_position(cls, p: Position) -> "PartitionState":
@@ -35,6 +36,7 @@ class PartitionState:
             p.late_events,
             p.invalid_events,
             p.next_offset,
+            stored_late=p.late_events,
         )
 
     @property
@@ -76,6 +78,7 @@ class WorkerState:
             part = self.parts.get((w.new.topic, w.new.partition))
             if part is not None:
                 part.stored_offset = w.new.next_offset
+                part.stored_late = w.new.late_events
 
     def clear(self) -> None:
         """Drop every partial and reject: flushed (step 4), or discarded before a rewind."""

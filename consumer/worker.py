@@ -6,7 +6,12 @@ partials (``aggregate``/``state``); every flush interval :func:`consumer.flush.f
 partials and positions durable, then commits the offsets to Kafka.
 """
 
+import contextlib
+import ctypes
+import faulthandler
+import json
 import logging
+import os
 import signal
 import time
 from types import FrameType
@@ -15,10 +20,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from . import metrics
+from . import metrics, profiling
 from .aggregate import compile_updater
 from .config import Pipeline
 from .decode import make_decoder
+from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .sinks import Reject, Sink, TopicPartition, open_sink
 from .source import Source
@@ -29,11 +35,15 @@ log = logging.getLogger(__name__)
 BATCH_MAX_MESSAGES = 10_000
 POLL_TIMEOUT_S = 0.5
 SHUTDOWN_COMMIT_TRIES = 5
+HEARTBEAT_INTERVAL_S = 1.0
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> None:
         self.pipeline = pipeline
+        self.worker_id = worker_id
+        self.heartbeat_fd = heartbeat_fd  # a pipe to the supervisor, None when unsupervised
+        self.recycle = False
         self.group = pipeline.kafka.group_id
         self.decode = make_decoder(dict(pipeline.schema), pipeline.decoder)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics)
@@ -48,13 +58,19 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Consume until SIGTERM/SIGINT, then flush, commit, leave the group; returns 0."""
+        """Consume until SIGTERM/SIGINT, then flush, commit, leave the group; returns 0
+        (or EXIT_RECYCLE when the memory guard stopped it)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack
+        signal.signal(signal.SIGUSR2, profiling.start)  # kill -USR2: a sampling profile to a file
+        if self.heartbeat_fd is not None:
+            _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
-        self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost)
+        self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
-        next_flush = time.monotonic() + interval_s
+        next_flush = next_beat = time.monotonic()
+        next_flush += interval_s
         try:
             while not self.stopping:
                 timeout = min(POLL_TIMEOUT_S, max(0.0, next_flush - time.monotonic()))
@@ -65,9 +81,13 @@ class Worker:
                         log.info("first message at %.3f", time.time())
                     self.process(messages)
                     self.last_event_at = time.perf_counter()
-                if time.monotonic() >= next_flush:
+                now = time.monotonic()
+                if now >= next_flush:
                     self._flush()
                     next_flush = time.monotonic() + interval_s
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + HEARTBEAT_INTERVAL_S
             self._flush()
             for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
                 if commit_to_kafka(source.consumer, self.state):
@@ -79,7 +99,7 @@ class Worker:
         active_s = self.last_event_at - (self.first_event_at or self.last_event_at)
         rate = self.events / active_s if active_s else 0.0
         log.info("worker stopped: %d events in %.2f s from first to last, %.0f events/s", self.events, active_s, rate)
-        return 0
+        return EXIT_RECYCLE if self.recycle else 0
 
     def process(self, messages: list[Any]) -> None:
         """The hot loop: every message of a batch, in offset order per partition.
@@ -93,17 +113,21 @@ class Worker:
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
         time_field = self.pipeline.window.time_field
+        skipped = 0  # not aggregated: errors, revoked, rejected, late
         for msg in messages:
             if msg.error() is not None:
                 self._on_error(msg)
+                skipped += 1
                 continue
             part = parts.get((msg.topic(), msg.partition()))
             if part is None:
+                skipped += 1
                 continue  # revoked while in flight: its next owner reads it from the sink position
             try:
                 record = decode(msg.value())
             except Exception as e:
                 self._reject(part, msg, e)
+                skipped += 1
                 continue
             t = record[time_field] if time_field else msg.timestamp()[1]
             ws = t - t % size
@@ -112,11 +136,14 @@ class Worker:
             elif ws + closes_after <= part.watermark:
                 part.late_events += 1  # late: counted with the position, never aggregated
                 part.next_offset = msg.offset() + 1
+                skipped += 1
                 continue
             update(partials, ws, record)
             part.next_offset = msg.offset() + 1
         self.events += len(messages)
         metrics.EVENTS_CONSUMED.inc(len(messages))
+        metrics.EVENTS_AGGREGATED.inc(len(messages) - skipped)
+        metrics.TRACKED_KEYS.set(len(partials))
 
     def _reject(self, part: PartitionState, msg: Any, error: Exception) -> None:
         offset = msg.offset()
@@ -150,6 +177,26 @@ class Worker:
             raise KafkaException(error)
         log.error("consume error on %s[%s]: %s", msg.topic(), msg.partition(), error)
 
+    def _heartbeat(self) -> None:
+        """Tell the supervisor the loop is alive; leave gracefully past the memory limit."""
+        if self.heartbeat_fd is not None:
+            os.write(self.heartbeat_fd, HEARTBEAT)
+        limit = self.pipeline.fleet.max_rss_bytes
+        if limit and not self.recycle and _rss_bytes() > limit:
+            log.warning("RSS %d MiB is past fleet.max_rss %d MiB: flushing and exiting to be replaced",
+                        _rss_bytes() >> 20, limit >> 20)  # fmt: skip
+            self.recycle = self.stopping = True
+
+    def _on_stats(self, stats_json: str) -> None:
+        """Consumer lag per owned partition, from librdkafka's statistics (the broker's high
+        watermark minus the committed offset)."""
+        stats = json.loads(stats_json)
+        for topic, t in stats.get("topics", {}).items():
+            for p, info in t.get("partitions", {}).items():
+                lag = info.get("consumer_lag", -1)
+                if lag >= 0 and (topic, int(p)) in self.state.parts:
+                    metrics.CONSUMER_LAG.labels(topic, p).set(lag)
+
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after a final flush", signal.Signals(signum).name)
         self.stopping = True
@@ -158,16 +205,14 @@ class Worker:
 
     def _flush(self) -> None:
         assert self.source is not None
-        before = {k: (p.late_events, p.invalid_events) for k, p in self.state.parts.items()}
+        late = {k: p.late_events - p.stored_late for k, p in self.state.parts.items() if p.late_events > p.stored_late}
         result = flush(self.source.consumer, self.sink, self.group, self.state)
         if result.conflict is not None:
             self._rewind(list(self.state.parts))
             return
-        for key, part in self.state.parts.items():
-            late = part.late_events - before[key][0]
-            if late:
-                metrics.EVENTS_LATE.labels(part.topic, str(part.partition)).inc(late)
-                log.info("%d late events in %s[%d] not aggregated (counted)", late, *key)
+        for (topic, partition), n in late.items():  # now durable with the positions
+            metrics.EVENTS_LATE.labels(topic, str(partition)).inc(n)
+            log.info("%d late events in %s[%d] not aggregated (counted)", n, topic, partition)
 
     def _on_assign(self, partitions: list[KafkaPartition]) -> None:
         """Resume each new partition from the position and watermark the sink holds."""
@@ -182,19 +227,27 @@ class Worker:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
         self.source.consumer.incremental_assign(partitions)
+        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
+        if self.heartbeat_fd is not None:
+            os.write(self.heartbeat_fd, JOINED)
 
     def _on_revoke(self, partitions: list[KafkaPartition]) -> None:
         """Flush everything before the partitions go, so the next owner starts where we ended."""
         self._flush()
-        for p in partitions:
-            self.state.parts.pop((p.topic, p.partition), None)
+        self._forget(partitions)
 
     def _on_lost(self, partitions: list[KafkaPartition]) -> None:
         """Lost partitions are never flushed: their new owner re-reads from the sink position.
         Partials are merged across partitions, so all are dropped and the rest rewound."""
+        self._forget(partitions)
+        self._rewind(list(self.state.parts))
+
+    def _forget(self, partitions: list[KafkaPartition]) -> None:
         for p in partitions:
             self.state.parts.pop((p.topic, p.partition), None)
-        self._rewind(list(self.state.parts))
+            with contextlib.suppress(KeyError):  # no lag reported for it yet
+                metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
+        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
 
     def _rewind(self, keys: list[TopicPartition]) -> None:
         """Drop all unflushed work and seek these partitions back to the sink's positions."""
@@ -214,5 +267,18 @@ class Worker:
         log.warning("rewound %d partitions to the sink's positions", len(keys))
 
 
-def run(pipeline: Pipeline) -> int:
-    return Worker(pipeline).run()
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _die_with_parent() -> None:
+    """Be killed (SIGKILL) when the supervisor dies: an instance killed is killed whole."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+def run(pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> int:
+    return Worker(pipeline, worker_id, heartbeat_fd).run()

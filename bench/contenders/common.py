@@ -8,9 +8,10 @@ from confluent_kafka import Consumer
 
 # The same fetch settings eventfleet uses, so the comparison is about the processing.
 FETCH = {
-    "fetch.max.bytes": 64 * 1024 * 1024,
+    "fetch.max.bytes": 24 * 1024 * 1024,
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
-    "queued.max.messages.kbytes": 256 * 1024,
+    "queued.max.messages.kbytes": 16 * 1024,
+    "queued.min.messages": 20_000,
 }
 BATCH = 10_000
 

@@ -169,10 +169,26 @@ class Pipeline:
             env["EVENTFLEET_FAULT"] = fault
         log = open(self.workdir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--config", str(self.path)], stderr=log, stdout=log, env=env
+            [sys.executable, "-m", "consumer", "worker", "--config", str(self.path)], stderr=log, stdout=log, env=env
         )
         self.procs.append(proc)
         return proc
+
+    def start_fleet(
+        self, workers: int, metrics_port: int = 0, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``eventfleet run``: the supervisor and its workers, logging to fleet.log."""
+        full_env = {**os.environ, **(env or {})}
+        log = open(self.workdir / "fleet.log", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "consumer", "run", "--config", str(self.path), "--workers", str(workers),
+               "--metrics-port", str(metrics_port)]  # fmt: skip
+        proc = subprocess.Popen(cmd, stderr=log, stdout=log, env=full_env)
+        self.procs.append(proc)
+        return proc
+
+    def fleet_log(self) -> str:
+        path = self.workdir / "fleet.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("worker-*.log")))
@@ -224,7 +240,9 @@ def pipeline(kafka: Kafka, tmp_path: Path) -> Iterator[Any]:
     """A factory: pipeline(partitions) -> Pipeline with a fresh topic, group and SQLite file."""
     made: list[Pipeline] = []
 
-    def make(partitions: int = 8, flush: str = "500ms", extra: str = "", decoder: str = "fastavro") -> Pipeline:
+    def make(
+        partitions: int = 8, flush: str = "500ms", extra: str = "", decoder: str = "fastavro", sections: str = ""
+    ) -> Pipeline:
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -261,6 +279,7 @@ path = "{db}"
 table = "{TABLE}"
 [flush]
 interval = "{flush}"
+{sections}
 """
         )
         p = Pipeline(path, db, topic, group, workdir)

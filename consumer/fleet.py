@@ -1,0 +1,233 @@
+"""The supervisor: N worker processes on one instance, restarted, watched, stopped cleanly.
+
+``eventfleet run --workers N`` starts N ``eventfleet worker`` processes in the same consumer group
+and then only watches them:
+
+- a worker that exits unexpectedly is restarted after an exponential backoff (tenacity's wait
+  strategy), logged and counted;
+- each worker writes a heartbeat byte to a pipe from its poll loop; one silent for longer than
+  ``[fleet] watchdog_timeout`` (stuck in a sink call, deadlocked) is killed with SIGKILL and
+  restarted, well before the broker would evict it (the protocol keeps that exact);
+- a worker past ``[fleet] max_rss`` flushes, commits and exits with ``EXIT_RECYCLE``; it is
+  replaced at once;
+- SIGTERM/SIGINT: every worker is asked to stop (flush, commit, leave the group); after
+  ``[fleet] shutdown_grace`` the rest are killed. Exit code 0 only if every worker stopped cleanly.
+- SIGUSR1 is passed on to every worker (each dumps its threads' stacks to its log).
+
+Workers die with the supervisor (PR_SET_PDEATHSIG), so killing an instance kills it whole.
+"""
+
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from .config import Pipeline
+
+log = logging.getLogger(__name__)
+
+EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
+HEARTBEAT = b"h"  # written by a worker's poll loop
+JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
+_restart_wait = wait_exponential_jitter(initial=0.5, max=30.0, jitter=0.5)
+
+
+def restart_delay_s(attempt: int) -> float:
+    """Backoff before the ``attempt``-th consecutive restart of one worker slot."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # only attempt_number is read
+    state.attempt_number = attempt
+    return float(_restart_wait(state))
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask and the cgroup (v2 or v1) CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    quota: float | None = None
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = q / p if q > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota)))
+    return max(1, cpus)
+
+
+@dataclass
+class Slot:
+    """One worker position in the fleet, and the process filling it."""
+
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    heartbeat_fd: int = -1
+    last_beat: float = 0.0
+    joined: bool = False
+    failures: int = 0  # consecutive unexpected exits
+    restart_at: float = 0.0
+    exits: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, pipeline: Pipeline, workers: int, metrics_port: int | None, extra_args: list[str]) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.fleet
+        self.slots = [Slot(i) for i in range(workers)]
+        self.metrics_port = pipeline.metrics_port if metrics_port is None else metrics_port
+        self.extra_args = extra_args
+        self.stopping = False
+        self.selector = selectors.DefaultSelector()
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="eventfleet-metrics-"))
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # before prometheus is imported
+        from . import metrics
+        from .http import serve
+
+        self.metrics = metrics
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGUSR1, self._forward)
+        server = serve(self.metrics_port, self.healthy, self.ready) if self.metrics_port else None
+        log.info(
+            "supervisor started: %d workers, group %s, metrics %s",
+            len(self.slots),
+            self.pipeline.kafka.group_id,
+            f"on :{self.metrics_port}" if server else "off",
+        )
+        for slot in self.slots:
+            self._start(slot)
+        try:
+            while not self.stopping:
+                self._watch(timeout_s=0.5)
+            return self._shutdown()
+        finally:
+            if server is not None:
+                server.shutdown()
+
+    def _start(self, slot: Slot) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        cmd = [sys.executable, "-m", "consumer", *self.extra_args, "worker", "--config", str(self.pipeline.source),
+               "--worker-id", str(slot.index), "--heartbeat-fd", str(write_fd)]  # fmt: skip
+        slot.proc = subprocess.Popen(cmd, pass_fds=(write_fd,))
+        os.close(write_fd)
+        slot.heartbeat_fd = read_fd
+        slot.last_beat = time.monotonic()
+        slot.joined = False
+        self.selector.register(read_fd, selectors.EVENT_READ, slot)
+        log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)
+
+    def _watch(self, timeout_s: float) -> None:
+        """Read heartbeats, reap exits, restart and kill as the rules say."""
+        for key, _ in self.selector.select(timeout_s):
+            slot: Slot = key.data
+            try:
+                data = os.read(slot.heartbeat_fd, 4096)
+            except BlockingIOError:
+                continue
+            if data:
+                slot.last_beat = time.monotonic()
+                slot.joined = slot.joined or JOINED in data
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.proc is None:
+                if not self.stopping and now >= slot.restart_at:
+                    self._start(slot)
+                continue
+            code = slot.proc.poll()
+            if code is None:
+                silent = now - slot.last_beat
+                if silent > self.settings.watchdog_timeout_s:
+                    log.error("worker %d (pid %d) silent for %.0f s: killing it", slot.index, slot.proc.pid, silent)
+                    self.metrics.WATCHDOG_KILLS.inc()
+                    slot.proc.kill()
+                    slot.proc.wait()
+                    self._exited(slot, -signal.SIGKILL)
+                continue
+            self._exited(slot, code)
+
+    def _exited(self, slot: Slot, code: int) -> None:
+        assert slot.proc is not None
+        self.selector.unregister(slot.heartbeat_fd)
+        os.close(slot.heartbeat_fd)
+        self.metrics.mark_process_dead(slot.proc.pid)
+        slot.proc = None
+        slot.exits.append(code)
+        if self.stopping:
+            return
+        if code == EXIT_RECYCLE:
+            slot.failures = 0
+            delay = 0.0
+            log.info("worker %d recycled (memory guard); replacing it", slot.index)
+        else:
+            slot.failures += 1
+            delay = restart_delay_s(slot.failures)
+            log.error("worker %d exited with %s; restart %d in %.1f s", slot.index, code, slot.failures, delay)
+        self.metrics.WORKER_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
+        slot.restart_at = time.monotonic() + delay
+
+    def _shutdown(self) -> int:
+        """Ask every worker to stop, wait up to the grace period, kill the rest."""
+        for slot in self.slots:
+            if slot.proc is not None:
+                slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        clean = True
+        for slot in self.slots:
+            if slot.proc is None:
+                continue
+            try:
+                code = slot.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop within the grace period: killing it", slot.index)
+                slot.proc.kill()
+                code = slot.proc.wait()
+            clean &= code == 0
+            self._exited(slot, code)
+        log.info("supervisor stopped %s", "cleanly" if clean else "with errors")
+        return 0 if clean else 1
+
+    # -- signals and health ---------------------------------------------------------------------
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping every worker", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        for slot in self.slots:
+            if slot.proc is not None:
+                slot.proc.send_signal(signum)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Liveness: every worker slot has a process that heartbeated recently (or is restarting)."""
+        now = time.monotonic()
+        late = [
+            s.index for s in self.slots if s.proc is not None and now - s.last_beat > self.settings.watchdog_timeout_s
+        ]
+        return (not late, f"workers not heartbeating: {late}" if late else "ok")
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: every worker has joined the consumer group."""
+        waiting = [s.index for s in self.slots if not (s.proc is not None and s.joined)]
+        return (not waiting, f"workers not in the group yet: {waiting}" if waiting else "ok")
+
+
+def run(pipeline: Pipeline, workers: int | None, metrics_port: int | None, extra_args: list[str]) -> int:
+    return Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args).run()

@@ -1,0 +1,169 @@
+"""The supervised fleet (``eventfleet run``): restarts, watchdog, memory guard, metrics, shutdown."""
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import Kafka, assert_exact, generate, ground_truth
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for(condition, timeout_s: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _worker_pids(log: str) -> dict[int, list[int]]:
+    pids: dict[int, list[int]] = {}
+    for worker, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log):
+        pids.setdefault(int(worker), []).append(int(pid))
+    return pids
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + ("{" + labels if labels else "")) and not line.startswith("#"):
+            head, value = line.rsplit(" ", 1)
+            if head == name or head.startswith(name + "{"):
+                total += float(value)
+    return total
+
+
+def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8, flush="700ms")
+    events = generate(150_000, 8, seed=11)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 15.0))
+    producing.start()
+    fleet = p.start_fleet(workers=2)
+    _wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
+    victim = _worker_pids(p.fleet_log())[0][-1]
+    os.kill(victim, signal.SIGKILL)
+    _wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
+    assert "worker 0 exited with -9; restart 1" in p.fleet_log()
+    assert producing.is_alive()
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop(fleet) == 0
+    assert "supervisor stopped cleanly" in p.fleet_log()
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_hung_worker_is_replaced_by_the_watchdog(kafka: Kafka, pipeline, tmp_path) -> None:
+    p = pipeline(partitions=4, flush="500ms", sections='[fleet]\nwatchdog_timeout = "4s"')
+    events = generate(60_000, 4, seed=12)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 8.0))
+    producing.start()
+    fault = {"EVENTFLEET_FAULT": "before_sink_write@3:sleep=600", "EVENTFLEET_FAULT_ONCE": str(tmp_path / "fired")}
+    fleet = p.start_fleet(workers=1, env=fault)
+    _wait_for(lambda: "silent for" in p.fleet_log(), 60, "the watchdog")
+    _wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "the replacement worker")
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop(fleet) == 0
+    log = p.fleet_log()
+    assert "EVENTFLEET_FAULT: stalling" in log and "killing it" in log
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
+    port = _free_port()
+    p = pipeline(partitions=4, flush="500ms", extra='"statistics.interval.ms" = 1000')
+    events = generate(80_000, 4, seed=13)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 8.0))
+    producing.start()
+    fleet = p.start_fleet(workers=2, metrics_port=port)
+    _wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
+    assert _get(port, "/healthz")[0] == 200
+    first = _get(port, "/metrics")[1]
+    time.sleep(2.0)
+    second = _get(port, "/metrics")[1]
+    assert _metric(second, "eventfleet_events_consumed_total") > _metric(first, "eventfleet_events_consumed_total")
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+
+    def lag_is_zero() -> bool:
+        text = _get(port, "/metrics")[1]
+        lags = re.findall(r'eventfleet_consumer_lag_messages\{partition="(\d+)",topic="[^"]+"\} ([\d.e+]+)', text)
+        return len(lags) == 4 and all(float(v) == 0 for _, v in lags)
+
+    _wait_for(lag_is_zero, 30, "consumer lag 0 on every partition")
+    text = _get(port, "/metrics")[1]
+    assert _metric(text, "eventfleet_events_consumed_total") >= 80_000
+    truth = ground_truth(events)
+    assert _metric(text, "eventfleet_events_late_total") == truth.late > 0  # counted once, when durable
+    assert _metric(text, "eventfleet_events_aggregated_total") + truth.late >= 80_000
+    assert _metric(text, "eventfleet_assigned_partitions") == 4
+    assert _metric(text, "eventfleet_flush_duration_seconds_count") > 0
+    assert _metric(text, "eventfleet_kafka_commits_total") > 0
+    assert p.stop(fleet) == 0
+    assert_exact(p, truth, ends)
+
+
+def _get_or_none(port: int, path: str) -> int | None:
+    try:
+        return _get(port, path)[0]
+    except OSError:
+        return None
+
+
+def test_sigterm_under_load_exits_0_and_resumes_exactly(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8, flush="2s")
+    events = generate(150_000, 8, seed=14)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
+    producing.start()
+    fleet = p.start_fleet(workers=2)
+    _wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
+    time.sleep(1.0)  # mid flush interval: unflushed partials in memory
+    assert p.stop(fleet) == 0  # every worker flushed, committed and left
+    assert "supervisor stopped cleanly" in p.fleet_log()
+    assert producing.is_alive()
+    fleet = p.start_fleet(workers=2)
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop(fleet) == 0
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_memory_guard_recycles_a_worker_without_loss(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=4, flush="500ms", sections='[fleet]\nmax_rss = "1MiB"')
+    events = generate(40_000, 4, seed=15)
+    kafka.produce(p.topic, events)
+    worker = p.start_worker()
+    assert worker.wait(60) == 75  # EXIT_RECYCLE: it flushed, committed and left on purpose
+    assert "past fleet.max_rss" in p.logs()
+    ends = kafka.ends(p.topic)
+    unlimited = p.path.read_text().replace('max_rss = "1MiB"', 'max_rss = "0"')
+    p.path.write_text(unlimited)
+    p.start_worker()
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    assert_exact(p, ground_truth(events), ends)
