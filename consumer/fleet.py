@@ -20,6 +20,7 @@ Workers die with the supervisor (PR_SET_PDEATHSIG), so killing an instance kills
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from tenacity import RetryCallState, wait_exponential_jitter
-
+from .backoff import backoff_s
 from .config import Pipeline
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
 HEARTBEAT = b"h"  # written by a worker's poll loop
 JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
-_restart_wait = wait_exponential_jitter(initial=0.5, max=30.0, jitter=0.5)
-
-
-def restart_delay_s(attempt: int) -> float:
-    """Backoff before the ``attempt``-th consecutive restart of one worker slot."""
-    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # only attempt_number is read
-    state.attempt_number = attempt
-    return float(_restart_wait(state))
 
 
 def available_cpus() -> int:
@@ -92,11 +84,11 @@ class Supervisor:
         self.stopping = False
         self.selector = selectors.DefaultSelector()
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="eventfleet-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # before prometheus is imported
 
     # -- life cycle -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # before prometheus is imported
         from . import metrics
         from .http import serve
 
@@ -120,6 +112,7 @@ class Supervisor:
         finally:
             if server is not None:
                 server.shutdown()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _start(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
@@ -178,7 +171,7 @@ class Supervisor:
             log.info("worker %d recycled (memory guard); replacing it", slot.index)
         else:
             slot.failures += 1
-            delay = restart_delay_s(slot.failures)
+            delay = backoff_s(slot.failures)
             log.error("worker %d exited with %s; restart %d in %.1f s", slot.index, code, slot.failures, delay)
         self.metrics.WORKER_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
         slot.restart_at = time.monotonic() + delay
@@ -230,4 +223,8 @@ class Supervisor:
 
 
 def run(pipeline: Pipeline, workers: int | None, metrics_port: int | None, extra_args: list[str]) -> int:
-    return Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args).run()
+    supervisor = Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args)
+    from .source import check_topics  # only now: it imports prometheus_client, which reads the env
+
+    check_topics(pipeline)  # a missing topic or broker is a start-up error, not a crash loop
+    return supervisor.run()

@@ -10,16 +10,13 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from . import faults, metrics
 from .errors import PositionConflict, SinkError
-from .sinks import PositionWrite, Sink
+from .sinks import Sink
 from .state import WorkerState
 
 log = logging.getLogger(__name__)
-
-SINK_RETRY_S = 60.0  # well under max.poll.interval.ms (300 s), so the group keeps us meanwhile
 
 
 @dataclass
@@ -47,15 +44,16 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
         commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
         return FlushResult()
     started = time.perf_counter()
-    # 2. one transaction: partials merged + positions compare-and-set (retried if the sink fails)
+    # 2. one transaction: partials merged + positions compare-and-set
     try:
-        _write(sink, group, state, positions)
+        faults.reach("before_sink_write")
+        sink.write(group, state.partials, positions, state.rejects)
     except PositionConflict as conflict:
         metrics.FLUSHES.labels("conflict").inc()
         log.warning("flush rolled back: %s; discarding partials and rewinding", conflict)
         return FlushResult(conflict=conflict)
     except SinkError:
-        metrics.SINK_FAILURES.inc()  # retries exhausted: the worker stops, nothing was committed
+        metrics.SINK_FAILURES.inc()  # nothing was written; the caller retries with backoff
         raise
     state.written(positions)  # from here a crash re-reads nothing that was merged
     metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
@@ -97,22 +95,3 @@ def commit_to_kafka(consumer: Consumer, state: WorkerState) -> bool:
     if failed:
         log.warning("Kafka offset commit failed for %s, retried at the next flush", sorted(failed))
     return not failed
-
-
-def _retryable(e: BaseException) -> bool:
-    if isinstance(e, SinkError) and not isinstance(e, PositionConflict):
-        metrics.SINK_RETRIES.inc()
-        log.warning("sink write failed, retrying: %s", e)
-        return True
-    return False
-
-
-@retry(
-    retry=retry_if_exception(_retryable),
-    stop=stop_after_delay(SINK_RETRY_S),
-    wait=wait_exponential_jitter(initial=0.1, max=5.0),
-    reraise=True,
-)
-def _write(sink: Sink, group: str, state: WorkerState, positions: list[PositionWrite]) -> None:
-    faults.reach("before_sink_write")
-    sink.write(group, state.partials, positions, state.rejects)

@@ -19,8 +19,14 @@ EVENTS_INVALID = Counter(
 FLUSHES = Counter("eventfleet_flushes_total", "Flushes by outcome.", ["outcome"])
 FLUSH_SECONDS = Histogram("eventfleet_flush_duration_seconds", "Time to write one flush to the sink.")
 ROWS_WRITTEN = Counter("eventfleet_sink_rows_written_total", "Aggregate rows merged into the sink.")
-SINK_RETRIES = Counter("eventfleet_sink_retries_total", "Sink writes retried after an error.")
-SINK_FAILURES = Counter("eventfleet_sink_failures_total", "Flushes that failed after every retry.")
+SINK_RETRIES = Counter("eventfleet_sink_retries_total", "Flush retries scheduled after a sink error.")
+SINK_FAILURES = Counter("eventfleet_sink_failures_total", "Flush attempts the sink failed (nothing written).")
+SINK_OUTAGE_SECONDS = Gauge(
+    "eventfleet_sink_outage_seconds", "How long the sink has been failing (0: it works).", multiprocess_mode="livemax"
+)
+PAUSED_PARTITIONS = Gauge(
+    "eventfleet_paused_partitions", "Partitions paused while the sink is down.", multiprocess_mode="livesum"
+)
 COMMITS = Counter("eventfleet_kafka_commits_total", "Offset commits to Kafka by outcome.", ["outcome"])
 REBALANCES = Counter("eventfleet_rebalances_total", "Rebalance callbacks by kind.", ["kind"])
 ASSIGNED_PARTITIONS = Gauge(

@@ -59,6 +59,30 @@ def _log_client_error(error: KafkaError) -> None:
     log.error("Kafka client error: %s", error)
 
 
+def check_topics(pipeline: Pipeline, client: Any = None) -> None:
+    """Fail fast, with the fix, when the broker is unreachable or a topic is missing."""
+    if client is None:
+        from confluent_kafka.admin import AdminClient
+
+        settings = {k: v for k, v in pipeline.kafka.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
+        client = AdminClient({"bootstrap.servers": pipeline.kafka.bootstrap_servers, **settings})
+    servers = pipeline.kafka.bootstrap_servers
+    try:
+        found = client.list_topics(timeout=METADATA_TIMEOUT_S).topics
+    except KafkaException as e:
+        raise SourceError(
+            f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
+            "running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
+        ) from None
+    for topic in pipeline.kafka.topics:
+        meta = found.get(topic)
+        if meta is None or meta.error is not None:
+            raise SourceError(
+                f"topic {topic!r} does not exist on {servers}. Create it (kafka-topics.sh --create --topic "
+                f"{topic} --partitions N) or fix kafka.topics"
+            )
+
+
 class Source:
     """A subscribed consumer whose rebalances call the worker's handlers."""
 
@@ -77,7 +101,7 @@ class Source:
         self.consumer = Consumer(settings)
         self._error: BaseException | None = None
         try:
-            self._check_topics(pipeline)
+            check_topics(pipeline, self.consumer)
         except BaseException:
             self.consumer.close()
             raise
@@ -87,24 +111,6 @@ class Source:
             on_revoke=self._wrap("revoke", on_revoke),
             on_lost=self._wrap("lost", on_lost),
         )
-
-    def _check_topics(self, pipeline: Pipeline) -> None:
-        """Fail fast, with the fix, when the broker is unreachable or a topic is missing."""
-        servers = pipeline.kafka.bootstrap_servers
-        try:
-            found = self.consumer.list_topics(timeout=METADATA_TIMEOUT_S).topics
-        except KafkaException as e:
-            raise SourceError(
-                f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
-                "running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
-            ) from None
-        for topic in pipeline.kafka.topics:
-            meta = found.get(topic)
-            if meta is None or meta.error is not None:
-                raise SourceError(
-                    f"topic {topic!r} does not exist on {servers}. Create it (kafka-topics.sh --create --topic "
-                    f"{topic} --partitions N) or fix kafka.topics"
-                )
 
     def _wrap(self, kind: str, handler: Handler) -> Callable[[Consumer, list[KafkaPartition]], None]:
         def callback(_consumer: Consumer, partitions: list[KafkaPartition]) -> None:

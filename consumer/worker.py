@@ -22,8 +22,10 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from . import metrics, profiling
 from .aggregate import compile_updater
+from .backoff import backoff_s
 from .config import Pipeline
 from .decode import make_decoder
+from .errors import SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .sinks import Reject, Sink, TopicPartition, open_sink
@@ -36,6 +38,8 @@ BATCH_MAX_MESSAGES = 10_000
 POLL_TIMEOUT_S = 0.5
 SHUTDOWN_COMMIT_TRIES = 5
 HEARTBEAT_INTERVAL_S = 1.0
+SINK_RETRY_MAX_S = 30.0  # backoff ceiling between flush attempts while the sink is down
+SHUTDOWN_FLUSH_S = 20.0  # within the supervisor's default 30 s shutdown grace
 
 
 class Worker:
@@ -51,6 +55,8 @@ class Worker:
         self.sink: Sink = open_sink(pipeline)
         self.source: Source | None = None
         self.stopping = False
+        self.outage_since: float | None = None  # monotonic time the sink started failing
+        self.outage_attempts = 0
         self.events = 0
         self.first_event_at: float | None = None  # perf_counter of the first and last batch
         self.last_event_at = 0.0
@@ -83,12 +89,11 @@ class Worker:
                     self.last_event_at = time.perf_counter()
                 now = time.monotonic()
                 if now >= next_flush:
-                    self._flush()
-                    next_flush = time.monotonic() + interval_s
+                    next_flush = time.monotonic() + self._flush_or_pause(interval_s)
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_INTERVAL_S
-            self._flush()
+            self._final_flush()
             for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
                 if commit_to_kafka(source.consumer, self.state):
                     break
@@ -202,6 +207,50 @@ class Worker:
         self.stopping = True
 
     # -- flush and rebalances ---------------------------------------------------------------
+
+    def _flush_or_pause(self, interval_s: float) -> float:
+        """Flush; while the sink fails, pause every partition (memory stays bounded, polling goes
+        on so the group keeps us) and retry with backoff. Returns the seconds to the next try."""
+        assert self.source is not None
+        consumer = self.source.consumer
+        try:
+            self._flush()
+        except SinkError as e:
+            now = time.monotonic()
+            if self.outage_since is None:
+                self.outage_since = now
+                consumer.pause(consumer.assignment())
+                metrics.PAUSED_PARTITIONS.set(len(consumer.assignment()))
+            self.outage_attempts += 1
+            delay = backoff_s(self.outage_attempts, initial_s=0.5, max_s=SINK_RETRY_MAX_S)
+            metrics.SINK_RETRIES.inc()
+            metrics.SINK_OUTAGE_SECONDS.set(now - self.outage_since)
+            log.warning("sink write failed for %.1f s (%s): partitions paused, retry %d in %.1f s",
+                        now - self.outage_since, e, self.outage_attempts, delay)  # fmt: skip
+            return delay
+        if self.outage_since is not None:
+            consumer.resume(consumer.assignment())
+            log.warning("sink back after %.1f s: partitions resumed", time.monotonic() - self.outage_since)
+            self.outage_since, self.outage_attempts = None, 0
+            metrics.PAUSED_PARTITIONS.set(0)
+            metrics.SINK_OUTAGE_SECONDS.set(0)
+        return interval_s
+
+    def _final_flush(self) -> None:
+        """The shutdown flush, retried while the sink fails for up to SHUTDOWN_FLUSH_S; after
+        that the worker exits with the error (its events are read again by the next owner)."""
+        deadline = time.monotonic() + SHUTDOWN_FLUSH_S
+        attempt = 0
+        while True:
+            try:
+                self._flush()
+                return
+            except SinkError:
+                attempt += 1
+                delay = backoff_s(attempt, initial_s=0.5, max_s=5.0)
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
 
     def _flush(self) -> None:
         assert self.source is not None

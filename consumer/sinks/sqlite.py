@@ -23,7 +23,7 @@ _SQL_TYPES = {
     "float": "REAL",
     "double": "REAL",
 }
-BUSY_TIMEOUT_S = 60.0
+BUSY_TIMEOUT_S = 5.0  # a database locked longer is a sink failure: the worker pauses and retries
 
 
 def pipeline_signature(pipeline: Pipeline) -> str:

@@ -59,12 +59,15 @@ def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline
     events = generate(150_000, 8, seed=11)
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 15.0))
     producing.start()
-    fleet = p.start_fleet(workers=2)
+    port = _free_port()
+    fleet = p.start_fleet(workers=2, metrics_port=port)
     _wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
     victim = _worker_pids(p.fleet_log())[0][-1]
     os.kill(victim, signal.SIGKILL)
     _wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
     assert "worker 0 exited with -9; restart 1" in p.fleet_log()
+    restarts = _metric(_get(port, "/metrics")[1], "eventfleet_worker_restarts_total", 'reason="crash"')
+    assert restarts == 1
     assert producing.is_alive()
     producing.join()
     ends = kafka.ends(p.topic)
@@ -166,4 +169,46 @@ def test_memory_guard_recycles_a_worker_without_loss(kafka: Kafka, pipeline) -> 
     p.start_worker()
     p.wait_caught_up(ends)
     assert p.stop_all() == [0]
+    assert_exact(p, ground_truth(events), ends)
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeline) -> None:
+    import sqlite3
+
+    p = pipeline(partitions=4, flush="500ms")
+    events = generate(150_000, 4, seed=16)
+    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 25.0))
+    producing.start()
+    fleet = p.start_fleet(workers=1)
+    _wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
+    worker = _worker_pids(p.fleet_log())[0][-1]
+    lock = sqlite3.connect(p.db, timeout=30, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every write fails with 'database is locked' from now on
+    try:
+        _wait_for(lambda: "partitions paused" in p.fleet_log(), 30, "the worker to pause")
+        frozen = p.positions()
+        rss = [_rss_mb(worker)]
+        for _ in range(15):  # events keep flowing into Kafka meanwhile
+            time.sleep(1.0)
+            rss.append(_rss_mb(worker))
+        assert producing.is_alive()
+        assert p.positions() == frozen  # nothing written during the outage
+        assert max(rss) - rss[0] < 30, f"memory grew while paused: {rss}"
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    _wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop(fleet) == 0
+    assert _worker_pids(p.fleet_log())[0] == [worker]  # the same worker rode out the outage
     assert_exact(p, ground_truth(events), ends)
