@@ -25,6 +25,9 @@ test: install ## lint, type-check, then every test (starts its own Kafka on 127.
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
+	$(BIN)/python bench/run.py --events 2000000 --repeat 3
+
 kafka-up: install ## start the local Kafka on 127.0.0.1:9092
 	$(BIN)/eventfleet kafka up
 

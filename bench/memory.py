@@ -114,7 +114,8 @@ def soak_mode(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
     from consumer.produce import produce
 
     topic = f"mem-soak-{int(time.time())}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
     pipeline_file = write_pipeline(work, bootstrap, topic, topic)
     count = int(args.minutes * 60 * args.rate)
     producing = threading.Thread(
