@@ -65,6 +65,15 @@ class FleetSettings:
 
 
 @dataclass(frozen=True)
+class DlqSettings:
+    enabled: bool = True
+    topic: str | None = None  # None: "<source topic>.dlq"
+    max_invalid_ratio: float | None = None  # stop when more than this share of ...
+    ratio_window: int = 1000  # ... the last this many messages is invalid
+    max_consecutive: int | None = None  # stop after this many invalid messages in a row (a partition)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated pipeline: everything a worker needs, nothing left to check later."""
 
@@ -80,6 +89,7 @@ class Pipeline:
     flush_interval_ms: int
     metrics_port: int = 9400
     fleet: FleetSettings = field(default_factory=FleetSettings)
+    dlq: DlqSettings = field(default_factory=DlqSettings)
 
     def column_types(self) -> dict[str, str]:
         """Output column -> Avro type name, in table order (window, group-by, metrics)."""
@@ -122,13 +132,39 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
         raise ConfigError("flush.interval", "must be more than zero", 'write e.g. "5s"')
     metrics_port = _port(_table(doc, "metrics", required=False))
     fleet = _fleet(_table(doc, "fleet", required=False))
-    known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet"}
+    dlq = _dlq(_table(doc, "dlq", required=False))
+    known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
     return Pipeline(
-        path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval, metrics_port, fleet
+        path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval, metrics_port, fleet, dlq
     )
+
+
+def _dlq(t: Mapping[str, Any]) -> DlqSettings:
+    enabled = t.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("dlq.enabled", f"must be true or false, got {enabled!r}", "write enabled = true")
+    topic = _string(t, "dlq.topic", "topic") if "topic" in t else None
+    ratio = t.get("max_invalid_ratio")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1):
+        raise ConfigError(
+            "dlq.max_invalid_ratio", f"must be a share above 0 and at most 1, got {ratio!r}", "write e.g. 0.5"
+        )
+    window = t.get("ratio_window", 1000)
+    consecutive = t.get("max_consecutive")
+    for key, value in (("ratio_window", window), ("max_consecutive", consecutive)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(
+                f"dlq.{key}", f"must be a whole number of messages >= 1, got {value!r}", "write e.g. 1000"
+            )
+    for name in t:
+        if name not in ("enabled", "topic", "max_invalid_ratio", "ratio_window", "max_consecutive"):
+            raise ConfigError(
+                f"dlq.{name}", "unknown key", "use enabled, topic, max_invalid_ratio, ratio_window or max_consecutive"
+            )
+    return DlqSettings(enabled, topic, float(ratio) if ratio is not None else None, window, consecutive)
 
 
 def _port(t: Mapping[str, Any]) -> int:

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from . import faults, metrics
+from .dlq import DeadLetters
 from .errors import PositionConflict, SinkError
 from .sinks import Sink
 from .state import WorkerState
@@ -26,12 +27,15 @@ class FlushResult:
     conflict: PositionConflict | None = None
 
 
-def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> FlushResult:
+def flush(
+    consumer: Consumer, sink: Sink, group: str, state: WorkerState, dead_letters: DeadLetters | None = None
+) -> FlushResult:
     """Make everything read since the last flush durable, exactly once.
 
     1. Take the partials changed since the last flush, with each partition's next offset and
        watermark as of the last event included (``state.pending()``).
-    2. In one sink transaction, merge the partials and compare-and-set the position rows. If
+    2. Send the rejects to the dead-letter topic and wait for the broker's acknowledgement, then
+       in one sink transaction, merge the partials and compare-and-set the position rows. If
        another worker moved a position, the sink rolls back and raises PositionConflict: the
        partials are discarded and the caller rewinds to the sink's positions.
     3. Only after that commit: commit the same offsets to Kafka, for lag tools. A failure here
@@ -44,8 +48,11 @@ def flush(consumer: Consumer, sink: Sink, group: str, state: WorkerState) -> Flu
         commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
         return FlushResult()
     started = time.perf_counter()
-    # 2. one transaction: partials merged + positions compare-and-set
+    # 2. dead letters acknowledged, then one transaction: partials merged + positions compare-and-set
     try:
+        if dead_letters is not None and len(state.rejects) > state.rejects_sent:
+            dead_letters.send(state.rejects[state.rejects_sent :])
+            state.rejects_sent = len(state.rejects)  # a retried flush does not send them twice
         faults.reach("before_sink_write")
         sink.write(group, state.partials, positions, state.rejects)
     except PositionConflict as conflict:

@@ -16,6 +16,9 @@ EVENTS_LATE = Counter(
 EVENTS_INVALID = Counter(
     "eventfleet_events_invalid_total", "Messages that could not be decoded (kept as rejects).", ["topic", "partition"]
 )
+DEAD_LETTERS = Counter(
+    "eventfleet_dead_letters_total", "Messages the dead-letter topic acknowledged.", ["topic", "partition"]
+)
 FLUSHES = Counter("eventfleet_flushes_total", "Flushes by outcome.", ["outcome"])
 FLUSH_SECONDS = Histogram("eventfleet_flush_duration_seconds", "Time to write one flush to the sink.")
 ROWS_WRITTEN = Counter("eventfleet_sink_rows_written_total", "Aggregate rows merged into the sink.")

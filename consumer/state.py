@@ -67,6 +67,7 @@ class WorkerState:
     parts: dict[TopicPartition, PartitionState] = field(default_factory=dict)
     partials: State = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
+    rejects_sent: int = 0  # how many of ``rejects`` the dead-letter topic acknowledged already
 
     def pending(self) -> list[PositionWrite]:
         """Flush step 1: the positions to write, as of the last event included in the partials."""
@@ -84,3 +85,4 @@ class WorkerState:
         """Drop every partial and reject: flushed (step 4), or discarded before a rewind."""
         self.partials = {}
         self.rejects = []
+        self.rejects_sent = 0

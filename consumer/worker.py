@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from types import FrameType
 from typing import Any
 
@@ -23,9 +24,10 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from . import metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
-from .config import Pipeline
+from .config import DlqSettings, Pipeline
 from .decode import make_decoder
-from .errors import SinkError
+from .dlq import DeadLetters
+from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .sinks import Reject, Sink, TopicPartition, open_sink
@@ -55,6 +57,8 @@ class Worker:
         self.sink: Sink = open_sink(pipeline)
         self.source: Source | None = None
         self.stopping = False
+        self.invalid_caps = InvalidCaps(pipeline.dlq)
+        self.dead_letters: DeadLetters | None = None
         self.outage_since: float | None = None  # monotonic time the sink started failing
         self.outage_attempts = 0
         self.events = 0
@@ -74,6 +78,7 @@ class Worker:
             _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
         self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
+        self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
@@ -118,6 +123,7 @@ class Worker:
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
         time_field = self.pipeline.window.time_field
+        rejected_before = len(self.state.rejects)
         skipped = 0  # not aggregated: errors, revoked, rejected, late
         for msg in messages:
             if msg.error() is not None:
@@ -146,6 +152,7 @@ class Worker:
             update(partials, ws, record)
             part.next_offset = msg.offset() + 1
         self.events += len(messages)
+        self.invalid_caps.check(len(messages), len(self.state.rejects) - rejected_before)
         metrics.EVENTS_CONSUMED.inc(len(messages))
         metrics.EVENTS_AGGREGATED.inc(len(messages) - skipped)
         metrics.TRACKED_KEYS.set(len(partials))
@@ -161,18 +168,20 @@ class Worker:
                 msg.key(),
                 msg.value(),
                 repr(error),
+                msg.headers(),
             )
         )
         part.invalid_events += 1
         part.next_offset = offset + 1
         metrics.EVENTS_INVALID.labels(part.topic, str(part.partition)).inc()
         log.warning(
-            "undecodable message %s[%d]@%d kept as a reject: %r",
+            "undecodable message %s[%d]@%d goes to the dead letters: %r",
             part.topic,
             part.partition,
             offset,
             error,
         )
+        self.invalid_caps.rejected(part.topic, part.partition, offset)
 
     def _on_error(self, msg: Any) -> None:
         error = msg.error()
@@ -255,7 +264,7 @@ class Worker:
     def _flush(self) -> None:
         assert self.source is not None
         late = {k: p.late_events - p.stored_late for k, p in self.state.parts.items() if p.late_events > p.stored_late}
-        result = flush(self.source.consumer, self.sink, self.group, self.state)
+        result = flush(self.source.consumer, self.sink, self.group, self.state, self.dead_letters)
         if result.conflict is not None:
             self._rewind(list(self.state.parts))
             return
@@ -314,6 +323,54 @@ class Worker:
                 offset = position.next_offset
             self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
         log.warning("rewound %d partitions to the sink's positions", len(keys))
+
+
+class InvalidInputError(EventfleetError):
+    """Too many invalid messages: the worker stops instead of draining the topic into the DLQ."""
+
+
+class InvalidCaps:
+    """The [dlq] caps: the share of invalid messages among the last ``ratio_window`` messages,
+    and the invalid messages in a row in one partition. Checked per batch and per reject, so
+    valid events cost nothing here."""
+
+    def __init__(self, settings: DlqSettings) -> None:
+        self.settings = settings
+        self.batches: deque[tuple[int, int]] = deque()  # (messages, invalid) per recent batch
+        self.seen = self.invalid = 0
+        self.last: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (last invalid offset, streak)
+
+    def rejected(self, topic: str, partition: int, offset: int) -> None:
+        cap = self.settings.max_consecutive
+        if cap is None:
+            return
+        last, streak = self.last.get((topic, partition), (-2, 0))
+        streak = streak + 1 if offset == last + 1 else 1
+        self.last[(topic, partition)] = (offset, streak)
+        if streak > cap:
+            raise InvalidInputError(
+                f"{streak} invalid messages in a row in {topic}[{partition}] up to offset {offset}, more than "
+                f"dlq.max_consecutive = {cap}: stopping rather than sending the topic to the dead-letter queue. "
+                "Fix the producer (or the schema), or raise the cap"
+            )
+
+    def check(self, messages: int, invalid: int) -> None:
+        ratio = self.settings.max_invalid_ratio
+        if ratio is None:
+            return
+        self.batches.append((messages, invalid))
+        self.seen += messages
+        self.invalid += invalid
+        while len(self.batches) > 1 and self.seen - self.batches[0][0] >= self.settings.ratio_window:
+            n, bad = self.batches.popleft()
+            self.seen -= n
+            self.invalid -= bad
+        if self.seen >= self.settings.ratio_window and self.invalid > ratio * self.seen:
+            raise InvalidInputError(
+                f"{self.invalid} of the last {self.seen} messages are invalid, more than dlq.max_invalid_ratio = "
+                f"{ratio}: stopping rather than sending the topic to the dead-letter queue. Fix the producer "
+                "(or the schema), or raise the cap"
+            )
 
 
 def _rss_bytes() -> int:

@@ -40,6 +40,7 @@ class Reject:
     key: bytes | None
     value: bytes | None
     error: str
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass

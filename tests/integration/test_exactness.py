@@ -157,26 +157,60 @@ def test_restart_after_the_end_processes_nothing_twice(kafka: Kafka, pipeline) -
     assert_exact(p, ground_truth(events), ends)
 
 
-def test_undecodable_messages_are_kept_as_rejects(kafka: Kafka, pipeline) -> None:
+def test_undecodable_messages_go_to_the_dead_letter_topic(kafka: Kafka, pipeline) -> None:
     import sqlite3
+
+    from confluent_kafka import Consumer, TopicPartition
 
     from .conftest import TABLE, encode
 
     p = pipeline(partitions=2)
     good = generate(4_000, 2, seed=7)
     valid = encode(good[0][1])
-    poison = [b"", b"\x00garbage\xff" * 3, valid[:-3], valid + b"\x01\x02"]
+    poison = [b"", b"\x00garbage\xff" * 3, valid[:-3], valid + b"\x01\x02", b"\x02\x80"]
     events = list(good)
     for i, value in enumerate(poison):
         events.insert(500 * (i + 1), (i % 2, value))
     kafka.produce(p.topic, events)
+    expected = {}  # (partition, offset) of each poison message, from the produce order
+    offsets = {0: 0, 1: 0}
+    for partition, value in events:
+        if isinstance(value, bytes):
+            expected[(partition, offsets[partition])] = value
+        offsets[partition] += 1
     ends = kafka.ends(p.topic)
     p.start_worker()
     p.wait_caught_up(ends)
     assert p.stop_all() == [0]
     assert_exact(p, ground_truth(events), ends)
+
+    # every poison message is in the dead-letter topic, whole, with headers naming its origin
+    dlq = f"{p.topic}.dlq"
+    reader = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "dlq-reader", "enable.auto.commit": False})
+    reader.assign([TopicPartition(dlq, q, 0) for q in kafka.ends(dlq)])
+    letters = []
+    deadline = time.monotonic() + 30
+    while len(letters) < len(poison) and time.monotonic() < deadline:
+        letters += [m for m in reader.consume(100, 1.0) if m.error() is None]
+    reader.close()
+    got = {}
+    for m in letters:
+        h = {k: v.decode() for k, v in m.headers()}
+        assert h["eventfleet.source.topic"] == p.topic
+        assert h["eventfleet.error"]
+        assert int(h["eventfleet.source.timestamp"]) > 0
+        got[(int(h["eventfleet.source.partition"]), int(h["eventfleet.source.offset"]))] = m.value() or b""
+    assert got == expected
     with sqlite3.connect(p.db) as db:
-        rejects = db.execute(f"SELECT partition, kafka_offset, value, error FROM {TABLE}_rejects").fetchall()
-    assert sorted(r[2] for r in rejects) == sorted(poison)
+        (rejects,) = db.execute(f"SELECT count(*) FROM {TABLE}_rejects").fetchone()
+    assert rejects == len(poison)
     assert sum(v[2] for v in p.positions().values()) == len(poison)
-    assert all(r[3] for r in rejects)
+
+
+def test_a_flood_of_invalid_messages_stops_the_worker(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=1, sections="[dlq]\nmax_consecutive = 50")
+    events = generate(1_000, 1, seed=9) + [(0, b"\xff\xff\xff")] * 200  # a bad deploy upstream
+    kafka.produce(p.topic, events)
+    worker = p.start_worker()
+    assert worker.wait(60) == 2
+    assert "invalid messages in a row" in p.logs() and "dlq.max_consecutive = 50" in p.logs()
