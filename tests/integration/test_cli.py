@@ -112,7 +112,7 @@ def test_kafka_status_and_demo(kafka: Kafka, tmp_path: Path) -> None:
         "--config", str(ROOT / "examples" / "ad-stats.toml"), cwd=tmp_path,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "30,000 events:" in demo.stdout and "events/s end to end" in demo.stdout
+    assert "30,000 events:" in demo.stdout and "events/s from the first event consumed" in demo.stdout
     # the demo's own pipeline file can be queried again, and the counts add up
     (pipeline_file,) = (tmp_path / ".eventfleet" / "demo").glob("*.toml")
     rows = json.loads(eventfleet("results", "--config", str(pipeline_file), "--format", "json").stdout)
