@@ -294,6 +294,14 @@ interval = "{flush}"
                 proc.wait()
 
 
+def wait_for(condition: Any, timeout_s: float, what: str = "condition") -> None:
+    """Poll ``condition`` every 0.1 s until it is true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def assert_exact(p: Pipeline, truth: Truth, ends: dict[int, int]) -> None:
     got = p.results()
     missing = truth.rows.keys() - got.keys()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import Kafka, assert_exact, generate, ground_truth
+from .conftest import Kafka, assert_exact, generate, ground_truth, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def test_sigkill_mid_stream_and_between_flushes_is_exact(kafka: Kafka, pipeline)
     producing.start()
     survivor = p.start_worker()
     victim = p.start_worker()
-    _wait_for(lambda: len(p.positions()) == 8, 60)  # the group has formed and flushed
+    wait_for(lambda: len(p.positions()) == 8, 60)  # the group has formed and flushed
     for delay in (1.3, 2.9, 2.2):  # not multiples of the flush interval: kills land between flushes
         time.sleep(delay)
         victim.kill()
@@ -77,9 +77,9 @@ def test_join_and_graceful_leave_mid_stream_is_exact(kafka: Kafka, pipeline) -> 
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
     producing.start()
     first = p.start_worker()
-    _wait_for(lambda: len(p.positions()) == 8, 60)  # it owns every partition and has flushed
+    wait_for(lambda: len(p.positions()) == 8, 60)  # it owns every partition and has flushed
     p.start_worker()  # joins: cooperative rebalance, first flushes what it gives up
-    _wait_for(lambda: "partitions assign: test-" in (p.workdir / "worker-1.log").read_text(), 60)
+    wait_for(lambda: "partitions assign: test-" in (p.workdir / "worker-1.log").read_text(), 60)
     assert producing.is_alive()  # all of this happened mid-stream
     assert p.stop(first) == 0  # leaves gracefully: final flush, its partitions move
     producing.join()
@@ -99,7 +99,7 @@ def test_frozen_worker_past_its_session_is_exact(kafka: Kafka, pipeline) -> None
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 14.0))
     producing.start()
     zombie = p.start_worker()
-    _wait_for(lambda: len(p.positions()) == 4, 60)  # it owns every partition and has flushed
+    wait_for(lambda: len(p.positions()) == 4, 60)  # it owns every partition and has flushed
     time.sleep(1.0)  # mid-interval: it holds partials
     os.kill(zombie.pid, signal.SIGSTOP)
     p.start_worker()
@@ -122,22 +122,15 @@ def test_worker_stalled_in_a_flush_is_fenced_by_the_sink(kafka: Kafka, pipeline)
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
     producing.start()
     stalled = p.start_worker(fault="before_sink_write@4:sleep=14")
-    _wait_for(lambda: "EVENTFLEET_FAULT: stalling" in p.logs(), 60)
+    wait_for(lambda: "EVENTFLEET_FAULT: stalling" in p.logs(), 60)
     p.start_worker()
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
-    _wait_for(lambda: "flush rolled back" in (p.workdir / "worker-0.log").read_text(), 30)
+    wait_for(lambda: "flush rolled back" in (p.workdir / "worker-0.log").read_text(), 30)
     p.stop_all()
     assert stalled.returncode == 0
     assert_exact(p, ground_truth(events), ends)
-
-
-def _wait_for(condition, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
 
 
 def test_restart_after_the_end_processes_nothing_twice(kafka: Kafka, pipeline) -> None:

@@ -11,16 +11,9 @@ import urllib.request
 
 import pytest
 
-from .conftest import Kafka, assert_exact, generate, ground_truth
+from .conftest import Kafka, assert_exact, generate, ground_truth, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(condition, timeout_s: float, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _free_port() -> int:
@@ -61,10 +54,10 @@ def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline
     producing.start()
     port = _free_port()
     fleet = p.start_fleet(workers=2, metrics_port=port)
-    _wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
+    wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
     victim = _worker_pids(p.fleet_log())[0][-1]
     os.kill(victim, signal.SIGKILL)
-    _wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
+    wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
     assert "worker 0 exited with -9; restart 1" in p.fleet_log()
     restarts = _metric(_get(port, "/metrics")[1], "eventfleet_worker_restarts_total", 'reason="crash"')
     assert restarts == 1
@@ -84,8 +77,8 @@ def test_hung_worker_is_replaced_by_the_watchdog(kafka: Kafka, pipeline, tmp_pat
     producing.start()
     fault = {"EVENTFLEET_FAULT": "before_sink_write@3:sleep=600", "EVENTFLEET_FAULT_ONCE": str(tmp_path / "fired")}
     fleet = p.start_fleet(workers=1, env=fault)
-    _wait_for(lambda: "silent for" in p.fleet_log(), 60, "the watchdog")
-    _wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "the replacement worker")
+    wait_for(lambda: "silent for" in p.fleet_log(), 60, "the watchdog")
+    wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "the replacement worker")
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
@@ -102,7 +95,7 @@ def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 8.0))
     producing.start()
     fleet = p.start_fleet(workers=2, metrics_port=port)
-    _wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
+    wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
     assert _get(port, "/healthz")[0] == 200
     first = _get(port, "/metrics")[1]
     time.sleep(2.0)
@@ -117,7 +110,7 @@ def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
         lags = re.findall(r'eventfleet_consumer_lag_messages\{partition="(\d+)",topic="[^"]+"\} ([\d.e+]+)', text)
         return len(lags) == 4 and all(float(v) == 0 for _, v in lags)
 
-    _wait_for(lag_is_zero, 30, "consumer lag 0 on every partition")
+    wait_for(lag_is_zero, 30, "consumer lag 0 on every partition")
     text = _get(port, "/metrics")[1]
     assert _metric(text, "eventfleet_events_consumed_total") >= 80_000
     truth = ground_truth(events)
@@ -143,7 +136,7 @@ def test_sigterm_under_load_exits_0_and_resumes_exactly(kafka: Kafka, pipeline) 
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
     producing.start()
     fleet = p.start_fleet(workers=2)
-    _wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
+    wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
     time.sleep(1.0)  # mid flush interval: unflushed partials in memory
     assert p.stop(fleet) == 0  # every worker flushed, committed and left
     assert "supervisor stopped cleanly" in p.fleet_log()
@@ -188,12 +181,12 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 25.0))
     producing.start()
     fleet = p.start_fleet(workers=1)
-    _wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
+    wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
     worker = _worker_pids(p.fleet_log())[0][-1]
     lock = sqlite3.connect(p.db, timeout=30, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every write fails with 'database is locked' from now on
     try:
-        _wait_for(lambda: "partitions paused" in p.fleet_log(), 30, "the worker to pause")
+        wait_for(lambda: "partitions paused" in p.fleet_log(), 30, "the worker to pause")
         frozen = p.positions()
         rss = [_rss_mb(worker)]
         for _ in range(15):  # events keep flowing into Kafka meanwhile
@@ -205,7 +198,7 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     finally:
         lock.execute("COMMIT")
         lock.close()
-    _wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
+    wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)

@@ -5,20 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from .conftest import Kafka, generate
+from .conftest import Kafka, generate, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(condition, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_usr1_dumps_stacks_and_usr2_writes_a_profile(kafka: Kafka, pipeline, tmp_path) -> None:
@@ -26,13 +18,13 @@ def test_usr1_dumps_stacks_and_usr2_writes_a_profile(kafka: Kafka, pipeline, tmp
     kafka.produce(p.topic, generate(20_000, 2, seed=21))
     env = {"EVENTFLEET_PROFILE_SECONDS": "2", "EVENTFLEET_PROFILE_DIR": str(tmp_path)}
     fleet = p.start_fleet(workers=1, env=env)
-    _wait_for(lambda: "partitions assign: test-" in p.fleet_log(), 60)
+    wait_for(lambda: "partitions assign: test-" in p.fleet_log(), 60)
     os.kill(fleet.pid, signal.SIGUSR1)  # the supervisor passes it on to every worker
-    _wait_for(lambda: "Current thread" in p.fleet_log() or "Thread 0x" in p.fleet_log(), 15)
+    wait_for(lambda: "Current thread" in p.fleet_log() or "Thread 0x" in p.fleet_log(), 15)
     assert "worker.py" in p.fleet_log()  # the dump shows where the worker's loop is
     worker_pid = int(p.fleet_log().split("worker 0 started (pid ")[1].split(")")[0])
     os.kill(worker_pid, signal.SIGUSR2)
-    _wait_for(lambda: list(tmp_path.glob(f"eventfleet-{worker_pid}-*.collapsed")), 20)
+    wait_for(lambda: list(tmp_path.glob(f"eventfleet-{worker_pid}-*.collapsed")), 20)
     (profile,) = tmp_path.glob(f"eventfleet-{worker_pid}-*.collapsed")
     lines = profile.read_text().splitlines()
     assert lines and all(line.rsplit(" ", 1)[1].isdigit() for line in lines)
