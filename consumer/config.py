@@ -36,6 +36,12 @@ class KafkaSettings:
     group_id: str
     config: Mapping[str, Any] = field(default_factory=dict)
 
+    def client_settings(self) -> dict[str, Any]:
+        """Settings every Kafka client of the pipeline needs (producers and admin clients too):
+        the bootstrap servers and the security.*, sasl.*, ssl.* keys of [kafka.config]."""
+        security = {k: v for k, v in self.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
+        return {"bootstrap.servers": self.bootstrap_servers, **security}
+
 
 @dataclass(frozen=True)
 class WindowSettings:

@@ -30,8 +30,7 @@ class DeadLetterError(SinkError):
 
 class DeadLetters:
     def __init__(self, pipeline: Pipeline) -> None:
-        security = {k: v for k, v in pipeline.kafka.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
-        common = {"bootstrap.servers": pipeline.kafka.bootstrap_servers, **security}
+        common = pipeline.kafka.client_settings()
         self.topics = {t: pipeline.dlq.topic or f"{t}.dlq" for t in pipeline.kafka.topics}
         self._ensure_topics(AdminClient(common))
         self.producer = Producer({**common, "enable.idempotence": True, "acks": "all", "linger.ms": 5})

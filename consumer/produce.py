@@ -118,12 +118,11 @@ def produce(
     time_field = pipeline.window.time_field
     producer = Producer(
         {
-            "bootstrap.servers": pipeline.kafka.bootstrap_servers,
+            **pipeline.kafka.client_settings(),
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
             "enable.idempotence": True,
-            **{k: v for k, v in pipeline.kafka.config.items() if k.startswith(("security.", "sasl.", "ssl."))},
         }
     )
     failed: list[KafkaError] = []

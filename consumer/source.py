@@ -64,8 +64,7 @@ def check_topics(pipeline: Pipeline, client: Any = None) -> None:
     if client is None:
         from confluent_kafka.admin import AdminClient
 
-        settings = {k: v for k, v in pipeline.kafka.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
-        client = AdminClient({"bootstrap.servers": pipeline.kafka.bootstrap_servers, **settings})
+        client = AdminClient(pipeline.kafka.client_settings())
     servers = pipeline.kafka.bootstrap_servers
     try:
         found = client.list_topics(timeout=METADATA_TIMEOUT_S).topics

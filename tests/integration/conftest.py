@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,6 +131,13 @@ class Kafka:
             if pace_s:
                 time.sleep(pace_s * chunk / len(events))
         assert producer.flush(60) == 0
+
+    def produce_in_background(self, topic: str, events: list[tuple[int, dict[str, Any] | bytes]],
+                              pace_s: float) -> threading.Thread:  # fmt: skip
+        """Start producing ``events`` over about ``pace_s`` seconds; join the thread to wait."""
+        thread = threading.Thread(target=self.produce, args=(topic, events, pace_s))
+        thread.start()
+        return thread
 
     def ends(self, topic: str) -> dict[int, int]:
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "test-probe"})

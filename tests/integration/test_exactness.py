@@ -2,7 +2,6 @@
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -35,8 +34,7 @@ def test_crash_at_each_flush_step_is_exact(kafka: Kafka, pipeline, fault: str) -
     """SIGKILL inside the flush protocol (armed by EVENTFLEET_FAULT), then restart."""
     p = pipeline(partitions=4, flush="300ms")
     events = generate(60_000, 4, seed=2)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 6.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 6.0)
     doomed = p.start_worker(fault=fault)
     assert doomed.wait(60) == -signal.SIGKILL, p.logs()[-3000:]
     assert f"EVENTFLEET_FAULT: killing this worker at {fault.split('@')[0]}" in p.logs()
@@ -52,8 +50,7 @@ def test_sigkill_mid_stream_and_between_flushes_is_exact(kafka: Kafka, pipeline)
     """Two workers while events flow; one is SIGKILLed at several moments and restarted."""
     p = pipeline(partitions=8, flush="700ms")
     events = generate(200_000, 8, seed=3)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 20.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 20.0)
     survivor = p.start_worker()
     victim = p.start_worker()
     wait_for(lambda: len(p.positions()) == 8, 60)  # the group has formed and flushed
@@ -74,8 +71,7 @@ def test_sigkill_mid_stream_and_between_flushes_is_exact(kafka: Kafka, pipeline)
 def test_join_and_graceful_leave_mid_stream_is_exact(kafka: Kafka, pipeline) -> None:
     p = pipeline(partitions=8, flush="1s")
     events = generate(200_000, 8, seed=4)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 12.0)
     first = p.start_worker()
     wait_for(lambda: len(p.positions()) == 8, 60)  # it owns every partition and has flushed
     p.start_worker()  # joins: cooperative rebalance, first flushes what it gives up
@@ -96,8 +92,7 @@ def test_frozen_worker_past_its_session_is_exact(kafka: Kafka, pipeline) -> None
     its partitions move; when it thaws it must not write them (lost, or fenced by the sink)."""
     p = pipeline(partitions=4, flush="2s")
     events = generate(80_000, 4, seed=5)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 14.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 14.0)
     zombie = p.start_worker()
     wait_for(lambda: len(p.positions()) == 4, 60)  # it owns every partition and has flushed
     time.sleep(1.0)  # mid-interval: it holds partials
@@ -119,8 +114,7 @@ def test_worker_stalled_in_a_flush_is_fenced_by_the_sink(kafka: Kafka, pipeline)
     partitions and the new owner writes; the stalled write must fail its compare-and-set."""
     p = pipeline(partitions=4, flush="500ms", extra='"max.poll.interval.ms" = 7000')
     events = generate(80_000, 4, seed=8)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 12.0)
     stalled = p.start_worker(fault="before_sink_write@4:sleep=14")
     wait_for(lambda: "EVENTFLEET_FAULT: stalling" in p.logs(), 60)
     p.start_worker()

@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,8 +49,7 @@ def _metric(text: str, name: str, labels: str = "") -> float:
 def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline) -> None:
     p = pipeline(partitions=8, flush="700ms")
     events = generate(150_000, 8, seed=11)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 15.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 15.0)
     port = _free_port()
     fleet = p.start_fleet(workers=2, metrics_port=port)
     wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
@@ -73,8 +71,7 @@ def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline
 def test_hung_worker_is_replaced_by_the_watchdog(kafka: Kafka, pipeline, tmp_path) -> None:
     p = pipeline(partitions=4, flush="500ms", sections='[fleet]\nwatchdog_timeout = "4s"')
     events = generate(60_000, 4, seed=12)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 8.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 8.0)
     fault = {"EVENTFLEET_FAULT": "before_sink_write@3:sleep=600", "EVENTFLEET_FAULT_ONCE": str(tmp_path / "fired")}
     fleet = p.start_fleet(workers=1, env=fault)
     wait_for(lambda: "silent for" in p.fleet_log(), 60, "the watchdog")
@@ -92,8 +89,7 @@ def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
     port = _free_port()
     p = pipeline(partitions=4, flush="500ms", extra='"statistics.interval.ms" = 1000')
     events = generate(80_000, 4, seed=13)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 8.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 8.0)
     fleet = p.start_fleet(workers=2, metrics_port=port)
     wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
     assert _get(port, "/healthz")[0] == 200
@@ -133,8 +129,7 @@ def _get_or_none(port: int, path: str) -> int | None:
 def test_sigterm_under_load_exits_0_and_resumes_exactly(kafka: Kafka, pipeline) -> None:
     p = pipeline(partitions=8, flush="2s")
     events = generate(150_000, 8, seed=14)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 12.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 12.0)
     fleet = p.start_fleet(workers=2)
     wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
     time.sleep(1.0)  # mid flush interval: unflushed partials in memory
@@ -178,8 +173,7 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
 
     p = pipeline(partitions=4, flush="500ms")
     events = generate(150_000, 4, seed=16)
-    producing = threading.Thread(target=kafka.produce, args=(p.topic, events, 25.0))
-    producing.start()
+    producing = kafka.produce_in_background(p.topic, events, 25.0)
     fleet = p.start_fleet(workers=1)
     wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
     worker = _worker_pids(p.fleet_log())[0][-1]
