@@ -123,17 +123,29 @@ class Worker:
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
         time_field = self.pipeline.window.time_field
+        one_topic = len(self.pipeline.kafka.topics) == 1
         rejected_before = len(self.state.rejects)
         skipped = 0  # not aggregated: errors, revoked, rejected, late
+        # A batch comes in runs of one partition: look the partition up when the run changes, and
+        # move its position once, at the end of the run, to the offset after the run's last message.
+        part: PartitionState | None = None
+        run: tuple[str, int] | None = None
+        last: Any = None  # the last message of the current run
         for msg in messages:
             if msg.error() is not None:
                 self._on_error(msg)
                 skipped += 1
                 continue
-            part = parts.get((msg.topic(), msg.partition()))
+            p = msg.partition()
+            if run is None or p != run[1] or not (one_topic or msg.topic() == run[0]):
+                if part is not None:
+                    part.next_offset = last.offset() + 1
+                run = (msg.topic(), p)
+                part = parts.get(run)
             if part is None:
                 skipped += 1
                 continue  # revoked while in flight: its next owner reads it from the sink position
+            last = msg
             try:
                 record = decode(msg.value())
             except Exception as e:
@@ -146,11 +158,11 @@ class Worker:
                 part.watermark = t
             elif ws + closes_after <= part.watermark:
                 part.late_events += 1  # late: counted with the position, never aggregated
-                part.next_offset = msg.offset() + 1
                 skipped += 1
                 continue
             update(partials, ws, record)
-            part.next_offset = msg.offset() + 1
+        if part is not None:
+            part.next_offset = last.offset() + 1
         self.events += len(messages)
         self.invalid_caps.check(len(messages), len(self.state.rejects) - rejected_before)
         metrics.EVENTS_CONSUMED.inc(len(messages))
