@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install demo test lint bench kafka-up kafka-down clean
+.PHONY: help install tools demo test lint bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -16,10 +16,13 @@ $(BIN)/eventfleet: pyproject.toml
 
 install: $(BIN)/eventfleet ## create .venv and install eventfleet with its dev tools
 
+tools: ## build helm into .cache/tools/bin (go install; skipped when already built)
+	./scripts/tools.sh
+
 demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
 	$(BIN)/eventfleet demo
 
-test: install ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
+test: install tools ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy

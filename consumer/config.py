@@ -3,6 +3,7 @@
 Relative paths in the file (``schema.path``, ``sink.path``) are relative to the file itself.
 """
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -121,7 +122,7 @@ def load(path: str | Path) -> Pipeline:
         ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), f"not valid TOML ({e})", "correct the syntax at that line") from None
-    return parse(doc, path)
+    return parse(expand_env(doc, os.environ), path)
 
 
 def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
@@ -382,3 +383,42 @@ def _sink(t: Mapping[str, Any], base: Path) -> SinkSettings:
             "create it or point sink.path elsewhere",
         )
     return SinkSettings(kind, path, table)
+
+
+# ``${NAME}`` in a string value; ``$${NAME}`` is the escape for a literal ``${NAME}``.
+_ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}", re.ASCII)
+
+
+def expand_env(doc: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Replace ``${NAME}`` in every string value by the environment variable NAME.
+
+    Secrets (a SASL password, a database DSN) then come from the environment, e.g. a Kubernetes
+    Secret, and the file itself (a ConfigMap) holds none. An unset variable is an error naming the
+    key: an empty password sent to the broker would fail later and further from the cause.
+    Substituted text is not scanned again, so a secret containing ``${`` stays as it is.
+    """
+
+    def expand(value: Any, key: str) -> Any:
+        if isinstance(value, str):
+            return _ENV_REF.sub(lambda m: _env_value(m, key, environ), value)
+        if isinstance(value, Mapping):
+            return {k: expand(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [expand(v, key) for v in value]
+        return value
+
+    expanded: dict[str, Any] = expand(doc, "")
+    return expanded
+
+
+def _env_value(match: re.Match[str], key: str, environ: Mapping[str, str]) -> str:
+    escaped, name = match.groups()
+    if escaped:
+        return "${" + name + "}"
+    if name not in environ:
+        raise ConfigError(
+            key,
+            f"refers to the environment variable {name}, which is not set",
+            f"set {name} (e.g. from a Kubernetes Secret), or write the value itself, or $${{{name}}} for the text",
+        )
+    return environ[name]
