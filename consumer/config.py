@@ -291,7 +291,7 @@ def _identifier(key: str, value: Any) -> str:
 
 
 def _kafka(t: Mapping[str, Any], base: Path) -> KafkaSettings:
-    servers = _string(t, "kafka.bootstrap_servers", "bootstrap_servers")
+    servers = _expand_env("kafka.bootstrap_servers", _string(t, "kafka.bootstrap_servers", "bootstrap_servers"))
     topics = t.get("topics")
     if isinstance(topics, str):
         topics = [topics]

@@ -359,3 +359,15 @@ def test_schema_from_the_environment_mistakes(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError, match="not a valid Avro record schema") as info:
         load(path)
     assert info.value.key == "schema.path"
+
+
+def test_bootstrap_servers_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Terraform module hands the cluster's brokers to the task as EVENTFLEET_BOOTSTRAP_SERVERS."""
+    monkeypatch.setenv("EVENTFLEET_BOOTSTRAP_SERVERS", "b-1.example:9098,b-2.example:9098")
+    p = _pipeline(tmp_path, bootstrap_servers="${EVENTFLEET_BOOTSTRAP_SERVERS}")
+    assert p.kafka.bootstrap_servers == "b-1.example:9098,b-2.example:9098"
+    assert p.kafka.client_settings()["bootstrap.servers"] == "b-1.example:9098,b-2.example:9098"
+    monkeypatch.delenv("EVENTFLEET_BOOTSTRAP_SERVERS")
+    with pytest.raises(ConfigError, match="EVENTFLEET_BOOTSTRAP_SERVERS is not set") as info:
+        _pipeline(tmp_path, bootstrap_servers="${EVENTFLEET_BOOTSTRAP_SERVERS}")
+    assert info.value.key == "kafka.bootstrap_servers"
