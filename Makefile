@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install demo test lint bench kafka-up kafka-down clean
+.PHONY: help install demo test lint bench kafka-up kafka-down clean tools-terraform terraform-validate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ install: $(BIN)/eventfleet ## create .venv and install eventfleet with its dev t
 demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
 	$(BIN)/eventfleet demo
 
-test: install ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
+test: install tools-terraform ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy
@@ -27,6 +27,12 @@ test: install ## lint, type-check, then every test (starts its own Kafka on 127.
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
+
+tools-terraform: ## build terraform (Go module proxy) and checkov (PyPI) into .cache/tools, once
+	scripts/tools-terraform.sh
+
+terraform-validate: ## terraform init + validate of terraform/examples (needs registry.terraform.io)
+	scripts/terraform-validate.sh
 
 kafka-up: install ## start the local Kafka on 127.0.0.1:9092
 	$(BIN)/eventfleet kafka up
