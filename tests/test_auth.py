@@ -371,3 +371,27 @@ def test_bootstrap_servers_from_the_environment(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ConfigError, match="EVENTFLEET_BOOTSTRAP_SERVERS is not set") as info:
         _pipeline(tmp_path, bootstrap_servers="${EVENTFLEET_BOOTSTRAP_SERVERS}")
     assert info.value.key == "kafka.bootstrap_servers"
+
+
+def test_the_readme_examples_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_env: None) -> None:
+    """The MSK IAM, SCRAM and TLS examples of README.md are pipelines eventfleet accepts."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Authentication") : readme.index("### What the sink holds")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3
+    rest = tomli_w.dumps({k: v for k, v in BASE.items() if k != "kafka"})
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("placeholder", encoding="utf-8")
+    monkeypatch.setenv("KAFKA_PASSWORD", "from-the-environment")
+    got = []
+    for block in blocks:
+        path = tmp_path / "pipeline.toml"
+        path.write_text(block + "\n" + rest, encoding="utf-8")
+        got.append(load(path).kafka.client_settings())
+    assert (got[0]["sasl.mechanisms"], got[0]["security.protocol"]) == ("OAUTHBEARER", "SASL_SSL")
+    assert isinstance(got[0]["oauth_cb"], auth.MskIamToken) and got[0]["oauth_cb"].region == "eu-west-1"
+    assert (got[1]["sasl.mechanisms"], got[1]["sasl.password"]) == ("SCRAM-SHA-512", "from-the-environment")
+    assert got[1]["ssl.ca.location"] == str(tmp_path / "certs" / "ca.pem")
+    assert (got[2]["security.protocol"], got[2]["ssl.certificate.location"]) == ("SSL", "certs/client.pem")
