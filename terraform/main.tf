@@ -568,8 +568,10 @@ locals {
           awslogs-group         = aws_cloudwatch_log_group.fleet.name
           awslogs-region        = local.region
           awslogs-stream-prefix = "eventfleet"
-          mode                  = "non-blocking"
-          max-buffer-size       = "4m"
+          # A slow CloudWatch never stalls the workers: past 4 MB of buffered lines, log lines
+          # (not events) are dropped.
+          mode            = "non-blocking"
+          max-buffer-size = "4m"
         }
       }
     },
