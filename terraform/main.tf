@@ -495,6 +495,10 @@ resource "aws_msk_cluster" "this" {
 
   lifecycle {
     precondition {
+      condition     = length(var.subnet_ids) <= 3
+      error_message = "An MSK cluster spans two or three Availability Zones: give it two or three subnet_ids."
+    }
+    precondition {
       condition     = var.msk_broker_count % length(var.subnet_ids) == 0
       error_message = "msk_broker_count must be a multiple of the number of subnet_ids (MSK spreads brokers evenly over the Availability Zones)."
     }

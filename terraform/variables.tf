@@ -330,9 +330,14 @@ variable "kafka_ports" {
 ################################################################################
 
 variable "msk_kafka_version" {
-  description = "Apache Kafka version of the created MSK cluster."
+  description = "Apache Kafka version of the created MSK cluster (an MSK version string such as 3.8.x)."
   type        = string
   default     = "3.8.x"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.([0-9]+|x)(\\.[a-z]+)?$", var.msk_kafka_version))
+    error_message = "msk_kafka_version must be an MSK version such as 3.8.x, 3.6.0 or 3.7.x.kraft."
+  }
 }
 
 variable "msk_broker_count" {

@@ -427,6 +427,7 @@ def _plan_variables(tmp_path: Path, inputs: dict[str, Any]) -> subprocess.Comple
 def test_good_inputs_pass_the_validations(tmp_path: Path) -> None:
     inputs = {**GOOD_INPUTS, "cpu": 2048, "memory": 4096, "workers_per_task": 2, "max_tasks": 6,
               "msk_cluster_arn": "arn:aws:kafka:us-east-1:123456789012:cluster/demo/abc-1",
+              "msk_kafka_version": "3.7.x.kraft",
               "secrets": {"KAFKA_PASSWORD": "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf"},
               "schema_avsc": json.dumps({"type": "record", "name": "E", "fields": []})}  # fmt: skip
     result = _plan_variables(tmp_path, inputs)
@@ -450,6 +451,7 @@ def test_bad_inputs_fail_their_validations(tmp_path: Path) -> None:
         "partitions": 0,
         "msk_cluster_arn": "arn:aws:kafka:eu-west-1:123456789012:topic/x/y/z",
         "msk_enhanced_monitoring": "EVERYTHING",
+        "msk_kafka_version": "latest",
         "min_tasks": 0,
         "log_retention_days": 42,
         "kafka_egress_cidr_blocks": ["0.0.0.0/0"],
