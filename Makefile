@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install tools demo test lint bench kafka-up kafka-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test lint bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ tools: ## build helm into .cache/tools/bin (go install; skipped when already bui
 demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
 	$(BIN)/eventfleet demo
 
-test: install tools ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
+test: install tools tools-terraform ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy
@@ -30,6 +30,12 @@ test: install tools ## lint, type-check, then every test (starts its own Kafka o
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
+
+tools-terraform: ## build terraform (Go module proxy) and checkov (PyPI) into .cache/tools, once
+	scripts/tools-terraform.sh
+
+terraform-validate: ## terraform init + validate of terraform/examples (needs registry.terraform.io)
+	scripts/terraform-validate.sh
 
 kafka-up: install ## start the local Kafka on 127.0.0.1:9092
 	$(BIN)/eventfleet kafka up

@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a supervised fleet of workers on this instance (until SIGTERM)")
-    run.add_argument("--config", required=True, help="pipeline .toml file")
+    run.add_argument("--config", required=True, help="pipeline .toml file, or env:NAME to read it from variable NAME")
     run.add_argument("--workers", type=int, help="worker processes (default: the CPUs available to this process)")
     run.add_argument(
         "--metrics-port", type=int, help="/metrics, /healthz, /readyz port (default [metrics] port; 0: off)"
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     worker = sub.add_parser("worker", help="run one unsupervised worker (for process managers that supervise)")
-    worker.add_argument("--config", required=True, help="pipeline .toml file")
+    worker.add_argument("--config", required=True, help="pipeline .toml file, or env:NAME")
     worker.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     worker.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--metrics-port", type=int, default=0, help="serve this worker's /metrics (default: off)")

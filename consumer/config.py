@@ -1,8 +1,12 @@
 """The pipeline file (TOML) to frozen dataclasses. Every mistake names the key and the fix.
 
-Relative paths in the file (``schema.path``, ``sink.path``) are relative to the file itself.
+Relative paths in the file (``schema.path``, ``sink.path``, ``kafka.ca_file``) are relative to the
+file itself. Where no file can be mounted (a container on ECS), ``--config env:NAME`` reads the
+pipeline from the environment variable NAME instead, and ``schema.path = "env:NAME"`` the schema;
+relative paths are then relative to the working directory.
 """
 
+import json
 import os
 import re
 import tomllib
@@ -11,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import auth
 from .aggregate import Metric
-from .decode import DECODERS, GROUPABLE, NUMERIC, cavro_available, field_types, load_schema
+from .decode import DECODERS, GROUPABLE, NUMERIC, cavro_available, check_schema, field_types, load_schema
 from .errors import ConfigError
 from .window import parse_duration_ms
 
@@ -27,6 +32,7 @@ MANAGED_KAFKA_KEYS = {
     "partition.assignment.strategy": "eventfleet needs cooperative-sticky; remove the key",
 }
 SINK_TYPES = ("sqlite",)
+ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content of variable NAME
 RESERVED_COLUMNS = ("window_start", "window_end")
 
 
@@ -36,12 +42,19 @@ class KafkaSettings:
     topics: tuple[str, ...]
     group_id: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    auth: str = "none"  # one of auth.AUTH_MODES
+    region: str | None = None  # msk-iam: the cluster's AWS region
+    security: Mapping[str, Any] = field(default_factory=dict, repr=False)  # from auth and tls; may hold a password
 
     def client_settings(self) -> dict[str, Any]:
         """Settings every Kafka client of the pipeline needs (producers and admin clients too):
-        the bootstrap servers and the security.*, sasl.*, ssl.* keys of [kafka.config]."""
+        the bootstrap servers, the security.*, sasl.*, ssl.* keys of [kafka.config], and what
+        ``auth``/``tls`` stand for, with the MSK IAM token callback."""
         security = {k: v for k, v in self.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
-        return {"bootstrap.servers": self.bootstrap_servers, **security}
+        settings = {"bootstrap.servers": self.bootstrap_servers, **security, **self.security}
+        if self.auth == "msk-iam":
+            settings["oauth_cb"] = auth.MskIamToken(self.region or "")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,15 @@ class Pipeline:
 
 
 def load(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline file; raises ConfigError on the first mistake."""
+    """Read and validate a pipeline file (or ``env:NAME``); raises ConfigError on the first mistake."""
+    if str(path).startswith(ENV_SOURCE):
+        text = _env_source("--config", str(path), "the pipeline TOML")
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(str(path), f"not valid TOML ({e})", "correct the syntax at that line") from None
+        # its parent is ".": relative paths are from the working directory
+        return parse(expand_env(doc, os.environ), Path(str(path)))
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -128,7 +149,7 @@ def load(path: str | Path) -> Pipeline:
 def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate an already-read TOML document (``path`` anchors relative paths)."""
     base = path.parent
-    kafka = _kafka(_table(doc, "kafka"))
+    kafka = _kafka(_table(doc, "kafka"), base)
     schema_path, schema, types, decoder = _schema(_table(doc, "schema"), base)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
@@ -206,6 +227,19 @@ def _fleet(t: Mapping[str, Any]) -> FleetSettings:
     return FleetSettings(watchdog, grace, max_rss)
 
 
+def _env_source(key: str, value: str, what: str) -> str:
+    """The content of the variable that ``env:NAME`` names."""
+    name = value[len(ENV_SOURCE) :]
+    if not IDENTIFIER.match(name):
+        raise ConfigError(
+            key, f"{value!r} does not name an environment variable", "write env:NAME, e.g. env:EVENTFLEET_PIPELINE"
+        )
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        raise ConfigError(key, f"environment variable {name} is not set or empty", f"set {name} to {what}")
+    return text
+
+
 def _table(doc: Mapping[str, Any], key: str, *, required: bool = True) -> Mapping[str, Any]:
     value = doc.get(key)
     if value is None:
@@ -244,7 +278,7 @@ def _identifier(key: str, value: Any) -> str:
     return value
 
 
-def _kafka(t: Mapping[str, Any]) -> KafkaSettings:
+def _kafka(t: Mapping[str, Any], base: Path) -> KafkaSettings:
     servers = _string(t, "kafka.bootstrap_servers", "bootstrap_servers")
     topics = t.get("topics")
     if isinstance(topics, str):
@@ -273,25 +307,92 @@ def _kafka(t: Mapping[str, Any]) -> KafkaSettings:
                 "write a scalar value",
             )
     for name in t:
-        if name not in ("bootstrap_servers", "topics", "group_id", "config"):
+        if name not in _KAFKA_KEYS:
+            raise ConfigError(f"kafka.{name}", "unknown key", f"use {', '.join(_KAFKA_KEYS[:-1])} or [kafka.config]")
+    mode, region, security = _security(t, base)
+    for name in extra:
+        if ("sasl.mechanisms" if name == "sasl.mechanism" else name) in security:
             raise ConfigError(
-                f"kafka.{name}",
-                "unknown key",
-                "use bootstrap_servers, topics, group_id or [kafka.config]",
+                f"kafka.config.{name}", "is set by [kafka] auth/tls/ca_file", "remove it from [kafka.config]"
             )
-    return KafkaSettings(servers, tuple(topics), group, dict(extra))
+    return KafkaSettings(servers, tuple(topics), group, dict(extra), mode, region, security)
+
+
+_KAFKA_KEYS = (
+    "bootstrap_servers",
+    "topics",
+    "group_id",
+    "auth",
+    "region",
+    "username",
+    "password",
+    "tls",
+    "ca_file",
+    "config",
+)
+
+
+def _security(t: Mapping[str, Any], base: Path) -> tuple[str, str | None, dict[str, Any]]:
+    """``auth``, ``region``, ``username``/``password``, ``tls``, ``ca_file`` -> librdkafka settings."""
+    mode = _string(t, "kafka.auth", "auth", default="none")
+    if mode not in auth.AUTH_MODES:
+        raise ConfigError("kafka.auth", f"unknown mechanism {mode!r}", f"use one of: {', '.join(auth.AUTH_MODES)}")
+    tls = t.get("tls", mode != "none")
+    if not isinstance(tls, bool):
+        raise ConfigError("kafka.tls", f"must be true or false, got {tls!r}", "write tls = true")
+    region = None
+    if mode == "msk-iam":
+        if not tls:
+            raise ConfigError("kafka.tls", "MSK IAM access control works over TLS only", "remove tls = false")
+        auth.check_msk_iam_available()
+        region = _string(t, "kafka.region", "region") if "region" in t else auth.region_from_env()
+        if region is None:
+            raise ConfigError(
+                "kafka.region",
+                'auth = "msk-iam" needs the AWS region of the cluster',
+                f'add region = "us-east-1" (the cluster\'s) to [kafka], or set {" or ".join(auth.REGION_ENV)}',
+            )
+    elif "region" in t:
+        raise ConfigError("kafka.region", 'is used by auth = "msk-iam" only', "remove it, or set auth")
+    username = password = None
+    if mode.startswith("scram-"):
+        username = _string(t, "kafka.username", "username")
+        password = _string(t, "kafka.password", "password")
+    else:
+        for name in ("username", "password"):
+            if name in t:
+                raise ConfigError(f"kafka.{name}", "is used by SCRAM only", 'remove it, or set auth = "scram-sha-512"')
+    ca_file = None
+    if "ca_file" in t:
+        ca_path = base / _string(t, "kafka.ca_file", "ca_file")
+        if not ca_path.is_file():
+            raise ConfigError(
+                "kafka.ca_file",
+                f"file {str(ca_path)!r} does not exist",
+                "point it at a PEM file, relative to the pipeline file",
+            )
+        if not tls:
+            raise ConfigError("kafka.ca_file", "is used with TLS only", "remove it, or set tls = true")
+        ca_file = str(ca_path)
+    return mode, region, auth.security_settings(mode, tls, username, password, ca_file)
 
 
 def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str], str]:
-    path = base / _string(t, "schema.path", "path")
-    if not path.is_file():
+    raw = _string(t, "schema.path", "path")
+    path = Path(raw) if raw.startswith(ENV_SOURCE) else base / raw
+    if not raw.startswith(ENV_SOURCE) and not path.is_file():
         raise ConfigError(
             "schema.path",
             f"file {str(path)!r} does not exist",
             "point it at the writer schema (.avsc), relative to the pipeline file",
         )
     try:
-        schema = load_schema(path)
+        if raw.startswith(ENV_SOURCE):
+            schema = check_schema(json.loads(_env_source("schema.path", raw, "the writer schema (.avsc JSON)")))
+        else:
+            schema = load_schema(path)
+    except ConfigError:
+        raise
     except Exception as e:
         raise ConfigError(
             "schema.path",

@@ -24,7 +24,11 @@ GROUPABLE = ("string", "int", "long", "boolean", "enum", "float", "double")
 def load_schema(path: Path) -> dict[str, Any]:
     """Read and parse an ``.avsc`` file; raises ValueError/OSError with the cause."""
     with open(path, encoding="utf-8") as f:
-        schema = json.load(f)
+        return check_schema(json.load(f))
+
+
+def check_schema(schema: Any) -> dict[str, Any]:
+    """Validate an already-read writer schema (JSON); raises ValueError with the cause."""
     parse_schema(schema)  # validates; raises SchemaParseException on a bad schema
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise ValueError("the top-level schema must be a record")

@@ -33,9 +33,10 @@ class RebalanceError(EventfleetError):
 
 
 def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
-    """librdkafka settings: eventfleet's guarantees first, then the user's [kafka.config]."""
+    """librdkafka settings: what every client needs (servers, authentication), eventfleet's
+    guarantees, then the user's [kafka.config]."""
     settings: dict[str, Any] = {
-        "bootstrap.servers": pipeline.kafka.bootstrap_servers,
+        **pipeline.kafka.client_settings(),
         "group.id": pipeline.kafka.group_id,
         # Offsets are committed by the flush protocol only, after the sink transaction.
         "enable.auto.commit": False,

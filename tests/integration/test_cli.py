@@ -119,3 +119,34 @@ def test_kafka_status_and_demo(kafka: Kafka, tmp_path: Path) -> None:
     aggregated = sum(r["events"] for r in rows)
     late = int(demo.stdout.split(" aggregated, ")[1].split(" late")[0].replace(",", ""))
     assert aggregated + late == 30_000
+
+
+def test_run_with_the_pipeline_and_schema_in_environment_variables(kafka: Kafka, pipeline) -> None:
+    """How ECS runs the fleet: SSM parameters arrive as environment variables, no files mounted.
+    The supervisor passes ``--config env:NAME`` on to its workers, which inherit the variables."""
+    import os
+
+    from .conftest import assert_exact, generate, ground_truth
+
+    p = pipeline(partitions=2)
+    events = generate(6000, 2, seed=11)
+    kafka.produce(p.topic, events)
+    ends = kafka.ends(p.topic)
+    toml = p.path.read_text()
+    assert f'path = "{SCHEMA_PATH}"' in toml
+    env = {
+        **os.environ,
+        "EVENTFLEET_PIPELINE": toml.replace(f'path = "{SCHEMA_PATH}"', 'path = "env:EVENTFLEET_SCHEMA"'),
+        "EVENTFLEET_SCHEMA": SCHEMA_PATH.read_text(),
+    }
+    p.path.unlink()  # nothing to fall back on
+    with open(p.workdir / "fleet.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", "env:EVENTFLEET_PIPELINE", "--workers", "2",
+             "--metrics-port", "0"],
+            cwd=p.workdir, env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    p.procs.append(proc)
+    p.wait_caught_up(ends)
+    assert p.stop(proc) == 0, p.fleet_log()[-3000:]
+    assert_exact(p, ground_truth(events), ends)

@@ -1,0 +1,879 @@
+################################################################################
+# Context
+################################################################################
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+  tags       = merge(var.tags, { "eventfleet:fleet" = var.name })
+
+  # Each worker process is one consumer of the group, and a partition has one consumer at a time:
+  # tasks beyond ceil(partitions / workers_per_task) would hold no partition and sit idle.
+  workers_per_task = var.workers_per_task != null ? var.workers_per_task : max(1, floor(var.cpu / 1024))
+  task_ceiling     = ceil(var.partitions / local.workers_per_task)
+  max_tasks        = var.max_tasks != null ? var.max_tasks : local.task_ceiling
+
+  kms_key_arn = var.create_kms_key ? one(aws_kms_key.this[*].arn) : var.kms_key_arn
+
+  # MSK: created here, or an existing cluster's ARN; null for Kafka outside MSK.
+  on_msk            = var.create_msk_cluster || var.msk_cluster_arn != null
+  msk_cluster_arn   = var.create_msk_cluster ? one(aws_msk_cluster.this[*].arn) : var.msk_cluster_arn
+  msk_cluster_name  = local.on_msk ? split("/", local.msk_cluster_arn)[1] : null
+  bootstrap_servers = var.create_msk_cluster ? one(aws_msk_cluster.this[*].bootstrap_brokers_sasl_iam) : var.bootstrap_servers
+  dlq_topics        = var.dlq_topics != null ? var.dlq_topics : [for t in var.topics : "${t}.dlq"]
+
+  # MSK IAM resource ARNs: arn:PARTITION:kafka:REGION:ACCOUNT:{cluster,topic,group}/NAME/UUID[/...]
+  msk_arn_base     = local.on_msk ? split(":cluster/", local.msk_cluster_arn)[0] : null
+  msk_cluster_path = local.on_msk ? split(":cluster/", local.msk_cluster_arn)[1] : null
+  msk_topic_arns   = [for t in var.topics : "${local.msk_arn_base}:topic/${local.msk_cluster_path}/${t}" if local.on_msk]
+  msk_dlq_arns     = [for t in local.dlq_topics : "${local.msk_arn_base}:topic/${local.msk_cluster_path}/${t}" if local.on_msk]
+  msk_group_arn    = local.on_msk ? "${local.msk_arn_base}:group/${local.msk_cluster_path}/${var.consumer_group}" : null
+
+  ecs_cluster_arn  = var.create_ecs_cluster ? one(aws_ecs_cluster.this[*].arn) : var.ecs_cluster_arn
+  ecs_cluster_name = var.create_ecs_cluster ? var.name : split("/", coalesce(var.ecs_cluster_arn, "/"))[1]
+
+  lag_scaling = var.lag_scaling_enabled && local.on_msk
+  lag_alarm   = var.lag_alarm_threshold != null && local.on_msk
+
+  # A SQLite sink is a file inside one task: tasks cannot share it, so such a pipeline runs as one task.
+  sqlite_sink = can(regex("(?m)^\\s*type\\s*=\\s*[\"']sqlite[\"']", var.pipeline_toml))
+
+  # Fargate's memory sizes (MiB) for each CPU size.
+  fargate_memory = {
+    "256"   = [512, 1024, 2048]
+    "512"   = range(1024, 4097, 1024)
+    "1024"  = range(2048, 8193, 1024)
+    "2048"  = range(4096, 16385, 1024)
+    "4096"  = range(8192, 30721, 1024)
+    "8192"  = range(16384, 61441, 4096)
+    "16384" = range(32768, 122881, 8192)
+  }
+}
+
+################################################################################
+# KMS key (logs, pipeline parameters, MSK at rest)
+################################################################################
+
+resource "aws_kms_key" "this" {
+  count = var.create_kms_key ? 1 : 0
+
+  description             = "eventfleet ${var.name}: CloudWatch logs, pipeline parameters, MSK storage"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  # The account administers the key through IAM; CloudWatch Logs may use it for this account's log
+  # groups only. SSM and MSK use it on behalf of the principals that IAM allows.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministersTheKeyThroughIam"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsOfThisAccount"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${local.region}.amazonaws.com" }
+        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+        Resource  = "*"
+        Condition = {
+          ArnLike = {
+            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*"
+          }
+        }
+      },
+    ]
+  })
+
+  tags = local.tags
+}
+
+resource "aws_kms_alias" "this" {
+  count = var.create_kms_key ? 1 : 0
+
+  name          = "alias/${var.name}-eventfleet"
+  target_key_id = aws_kms_key.this[0].key_id
+}
+
+################################################################################
+# Pipeline configuration (SSM Parameter Store)
+################################################################################
+
+resource "aws_ssm_parameter" "pipeline" {
+  count = var.config_delivery == "ssm" ? 1 : 0
+
+  name        = "/${var.name}/eventfleet/pipeline.toml"
+  description = "eventfleet pipeline of ${var.name}: the task reads it as EVENTFLEET_PIPELINE (--config env:EVENTFLEET_PIPELINE)"
+  type        = "SecureString"
+  key_id      = local.kms_key_arn
+  tier        = length(var.pipeline_toml) > 4096 ? "Advanced" : "Standard"
+  value       = var.pipeline_toml
+
+  tags = local.tags
+}
+
+resource "aws_ssm_parameter" "schema" {
+  count = var.config_delivery == "ssm" && var.schema_avsc != null ? 1 : 0
+
+  name        = "/${var.name}/eventfleet/schema.avsc"
+  description = "Avro writer schema of ${var.name}: the task reads it as EVENTFLEET_SCHEMA ([schema] path = \"env:EVENTFLEET_SCHEMA\")"
+  type        = "SecureString"
+  key_id      = local.kms_key_arn
+  tier        = length(var.schema_avsc) > 4096 ? "Advanced" : "Standard"
+  value       = var.schema_avsc
+
+  tags = local.tags
+}
+
+################################################################################
+# Logs
+################################################################################
+
+resource "aws_cloudwatch_log_group" "fleet" {
+  #checkov:skip=CKV_AWS_338:Retention is the log_retention_days input: 30 days of operational logs by default, 365 or more where an audit policy asks for it.
+  name              = "/ecs/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = local.kms_key_arn
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.create_kms_key || var.kms_key_arn != null
+      error_message = "Set kms_key_arn when create_kms_key is false."
+    }
+  }
+}
+
+################################################################################
+# IAM: execution role (ECS agent: image, logs, secrets) and task role (the fleet: MSK)
+################################################################################
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    sid     = "EcsTasksOfThisAccount"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name_prefix        = "${var.name}-exec-"
+  description        = "ECS agent of ${var.name}: pulls the image, writes logs, reads the pipeline parameters"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+
+  tags = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+locals {
+  ssm_secret_arns = concat(
+    aws_ssm_parameter.pipeline[*].arn,
+    aws_ssm_parameter.schema[*].arn,
+    [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:ssm:", arn))],
+  )
+  secretsmanager_arns = [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:secretsmanager:", arn))]
+}
+
+data "aws_iam_policy_document" "execution" {
+  dynamic "statement" {
+    for_each = length(local.ssm_secret_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadThePipelineParameters"
+      actions   = ["ssm:GetParameters"]
+      resources = local.ssm_secret_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.secretsmanager_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadTheGivenSecrets"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.secretsmanager_arns
+    }
+  }
+
+  statement {
+    sid       = "DecryptWithTheFleetKey"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "execution" {
+  name   = "pipeline-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution.json
+}
+
+resource "aws_iam_role" "task" {
+  name_prefix        = "${var.name}-task-"
+  description        = "The eventfleet workers of ${var.name}: MSK IAM access to their topics, group and dead-letter topics"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+
+  tags = local.tags
+}
+
+# Least privilege for MSK IAM access control: what eventfleet's clients do, on exactly the cluster,
+# topics and group of this pipeline. The consumer joins the group and commits (AlterGroup), reads
+# committed offsets (DescribeGroup) and reads the topics; the dead-letter producer is idempotent
+# (WriteDataIdempotently) and may create its missing topics; the preflight lists topic metadata.
+data "aws_iam_policy_document" "msk" {
+  count = local.on_msk ? 1 : 0
+
+  statement {
+    sid       = "ConnectToTheCluster"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"]
+    resources = [local.msk_cluster_arn]
+  }
+
+  statement {
+    sid       = "ReadTheSourceTopics"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"]
+    resources = local.msk_topic_arns
+  }
+
+  statement {
+    sid       = "JoinAndCommitTheGroup"
+    actions   = ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"]
+    resources = [local.msk_group_arn]
+  }
+
+  dynamic "statement" {
+    for_each = length(local.dlq_topics) > 0 ? [1] : []
+    content {
+      sid       = "WriteTheDeadLetterTopics"
+      actions   = concat(["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"], var.dlq_topic_auto_create ? ["kafka-cluster:CreateTopic"] : [])
+      resources = local.msk_dlq_arns
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_msk" {
+  count = local.on_msk ? 1 : 0
+
+  name   = "msk-iam"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.msk[0].json
+}
+
+################################################################################
+# Security groups
+################################################################################
+
+resource "aws_security_group" "tasks" {
+  name_prefix = "${var.name}-tasks-"
+  description = "eventfleet tasks of ${var.name}: out to Kafka and AWS APIs, in to /metrics only from the given scrapers"
+  vpc_id      = var.vpc_id
+
+  tags = merge(local.tags, { Name = "${var.name}-tasks" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_https" {
+  security_group_id = aws_security_group.tasks.id
+  description       = "AWS APIs over HTTPS: ECR, CloudWatch Logs, SSM, STS (through NAT or VPC endpoints)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_msk" {
+  for_each = var.create_msk_cluster ? toset(["9098"]) : toset([])
+
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "The created MSK cluster's IAM listener"
+  ip_protocol                  = "tcp"
+  from_port                    = tonumber(each.key)
+  to_port                      = tonumber(each.key)
+  referenced_security_group_id = aws_security_group.msk[0].id
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_kafka_sg" {
+  for_each = !var.create_msk_cluster && var.kafka_security_group_id != null ? toset([for p in var.kafka_ports : tostring(p)]) : toset([])
+
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Kafka brokers of the existing cluster, port ${each.key}"
+  ip_protocol                  = "tcp"
+  from_port                    = tonumber(each.key)
+  to_port                      = tonumber(each.key)
+  referenced_security_group_id = var.kafka_security_group_id
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "kafka_sg_from_tasks" {
+  for_each = !var.create_msk_cluster && var.kafka_security_group_id != null ? toset([for p in var.kafka_ports : tostring(p)]) : toset([])
+
+  security_group_id            = var.kafka_security_group_id
+  description                  = "eventfleet tasks of ${var.name}, port ${each.key}"
+  ip_protocol                  = "tcp"
+  from_port                    = tonumber(each.key)
+  to_port                      = tonumber(each.key)
+  referenced_security_group_id = aws_security_group.tasks.id
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_kafka_cidr" {
+  for_each = { for pair in setproduct(var.kafka_egress_cidr_blocks, var.kafka_ports) : "${pair[0]}:${pair[1]}" => pair if !var.create_msk_cluster }
+
+  security_group_id = aws_security_group.tasks.id
+  description       = "Kafka brokers in ${each.value[0]}, port ${each.value[1]}"
+  ip_protocol       = "tcp"
+  from_port         = each.value[1]
+  to_port           = each.value[1]
+  cidr_ipv4         = each.value[0]
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "tasks_metrics" {
+  for_each = toset(var.metrics_ingress_security_group_ids)
+
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Prometheus scrapes of /metrics"
+  ip_protocol                  = "tcp"
+  from_port                    = var.metrics_port
+  to_port                      = var.metrics_port
+  referenced_security_group_id = each.value
+
+  tags = local.tags
+}
+
+################################################################################
+# MSK cluster (optional): IAM access control, TLS in transit, encryption at rest, lag metrics
+################################################################################
+
+resource "aws_security_group" "msk" {
+  count = var.create_msk_cluster ? 1 : 0
+
+  name_prefix = "${var.name}-msk-"
+  description = "MSK brokers of ${var.name}: the IAM listener (9098) from the fleet and the given clients"
+  vpc_id      = var.vpc_id
+
+  tags = merge(local.tags, { Name = "${var.name}-msk" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "msk_from_tasks" {
+  count = var.create_msk_cluster ? 1 : 0
+
+  security_group_id            = aws_security_group.msk[0].id
+  description                  = "eventfleet tasks over MSK IAM (TLS)"
+  ip_protocol                  = "tcp"
+  from_port                    = 9098
+  to_port                      = 9098
+  referenced_security_group_id = aws_security_group.tasks.id
+
+  tags = local.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "msk_from_clients" {
+  for_each = var.create_msk_cluster ? toset(var.msk_client_security_group_ids) : toset([])
+
+  security_group_id            = aws_security_group.msk[0].id
+  description                  = "Other clients over MSK IAM (TLS)"
+  ip_protocol                  = "tcp"
+  from_port                    = 9098
+  to_port                      = 9098
+  referenced_security_group_id = each.value
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_log_group" "msk" {
+  count = var.create_msk_cluster ? 1 : 0
+
+  #checkov:skip=CKV_AWS_338:Retention is the log_retention_days input: 30 days of broker logs by default, 365 or more where an audit policy asks for it.
+  name              = "/aws/msk/${var.name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = local.kms_key_arn
+
+  tags = local.tags
+}
+
+resource "aws_msk_configuration" "this" {
+  count = var.create_msk_cluster ? 1 : 0
+
+  name        = "${var.name}-eventfleet"
+  description = "eventfleet ${var.name}: topics are created on purpose, and acknowledged writes survive a broker loss"
+  # No auto-created topics: a typo in [kafka] topics fails fast instead of creating an empty topic.
+  server_properties = <<-EOT
+    auto.create.topics.enable = false
+    default.replication.factor = 3
+    min.insync.replicas = 2
+    num.partitions = ${var.partitions}
+  EOT
+}
+
+resource "aws_msk_cluster" "this" {
+  count = var.create_msk_cluster ? 1 : 0
+
+  cluster_name           = var.name
+  kafka_version          = var.msk_kafka_version
+  number_of_broker_nodes = var.msk_broker_count
+  enhanced_monitoring    = var.msk_enhanced_monitoring
+
+  broker_node_group_info {
+    instance_type   = var.msk_instance_type
+    client_subnets  = var.subnet_ids
+    security_groups = [aws_security_group.msk[0].id]
+
+    storage_info {
+      ebs_storage_info {
+        volume_size = var.msk_volume_size_gib
+      }
+    }
+  }
+
+  client_authentication {
+    unauthenticated = false
+
+    sasl {
+      iam = true
+    }
+  }
+
+  encryption_info {
+    encryption_at_rest_kms_key_arn = local.kms_key_arn
+
+    encryption_in_transit {
+      client_broker = "TLS"
+      in_cluster    = true
+    }
+  }
+
+  configuration_info {
+    arn      = aws_msk_configuration.this[0].arn
+    revision = aws_msk_configuration.this[0].latest_revision
+  }
+
+  logging_info {
+    broker_logs {
+      cloudwatch_logs {
+        enabled   = true
+        log_group = aws_cloudwatch_log_group.msk[0].name
+      }
+    }
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = length(var.subnet_ids) <= 3
+      error_message = "An MSK cluster spans two or three Availability Zones: give it two or three subnet_ids."
+    }
+    precondition {
+      condition     = var.msk_broker_count % length(var.subnet_ids) == 0
+      error_message = "msk_broker_count must be a multiple of the number of subnet_ids (MSK spreads brokers evenly over the Availability Zones)."
+    }
+  }
+}
+
+################################################################################
+# ECS cluster, task definition and service
+################################################################################
+
+resource "aws_ecs_cluster" "this" {
+  count = var.create_ecs_cluster ? 1 : 0
+
+  name = var.name
+
+  # RunningTaskCount, which lag scaling divides by, comes from Container Insights.
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+
+  tags = local.tags
+}
+
+locals {
+  # What the task knows of its cluster; the pipeline file refers to it as ${EVENTFLEET_BOOTSTRAP_SERVERS}.
+  environment = merge(
+    var.environment,
+    { AWS_REGION = local.region },
+    local.bootstrap_servers != null ? { EVENTFLEET_BOOTSTRAP_SERVERS = local.bootstrap_servers } : {},
+    var.config_delivery == "environment" ? { EVENTFLEET_PIPELINE = var.pipeline_toml } : {},
+    var.config_delivery == "environment" && var.schema_avsc != null ? { EVENTFLEET_SCHEMA = var.schema_avsc } : {},
+  )
+  secrets = merge(
+    var.secrets,
+    var.config_delivery == "ssm" ? { EVENTFLEET_PIPELINE = aws_ssm_parameter.pipeline[0].arn } : {},
+    var.config_delivery == "ssm" && var.schema_avsc != null ? { EVENTFLEET_SCHEMA = aws_ssm_parameter.schema[0].arn } : {},
+  )
+
+  health_check_command = var.health_check_command != null ? var.health_check_command : [
+    "CMD-SHELL",
+    "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.metrics_port}/healthz', timeout=4)\"",
+  ]
+
+  # The supervisor runs workers_per_task workers, logs JSON lines (for the error alarm's filter) and
+  # serves /metrics and /healthz on metrics_port. ECS's init process forwards SIGTERM and reaps.
+  container = merge(
+    {
+      name        = "eventfleet"
+      image       = var.image
+      essential   = true
+      entryPoint  = ["eventfleet"]
+      command     = ["--log-format", "json", "run", "--config", "env:EVENTFLEET_PIPELINE", "--workers", tostring(local.workers_per_task), "--metrics-port", tostring(var.metrics_port)]
+      environment = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+      secrets     = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
+      portMappings = [{
+        name          = "metrics"
+        containerPort = var.metrics_port
+        protocol      = "tcp"
+      }]
+      stopTimeout            = var.stop_timeout
+      readonlyRootFilesystem = var.readonly_root_filesystem
+      linuxParameters        = { initProcessEnabled = true }
+      mountPoints = var.readonly_root_filesystem ? [
+        { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
+        { sourceVolume = "data", containerPath = "/var/lib/eventfleet", readOnly = false },
+      ] : []
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.fleet.name
+          awslogs-region        = local.region
+          awslogs-stream-prefix = "eventfleet"
+          # A slow CloudWatch never stalls the workers: past 4 MB of buffered lines, log lines
+          # (not events) are dropped.
+          mode            = "non-blocking"
+          max-buffer-size = "4m"
+        }
+      }
+    },
+    length(local.health_check_command) == 0 ? {} : {
+      healthCheck = {
+        command     = local.health_check_command
+        interval    = 15
+        timeout     = 5
+        retries     = 3
+        startPeriod = 60
+      }
+    },
+  )
+}
+
+resource "aws_ecs_task_definition" "this" {
+  #checkov:skip=CKV_AWS_336:The root filesystem is writable unless readonly_root_filesystem is set: the fleet writes /tmp (Prometheus multiprocess files) and its working directory (a SQLite sink), and Fargate bind mounts are root-owned unless the image declares them as VOLUME.
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = tostring(var.cpu)
+  memory                   = tostring(var.memory)
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+  container_definitions    = jsonencode([local.container])
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  dynamic "ephemeral_storage" {
+    for_each = var.ephemeral_storage_gib != null ? [var.ephemeral_storage_gib] : []
+    content {
+      size_in_gib = ephemeral_storage.value
+    }
+  }
+
+  dynamic "volume" {
+    for_each = var.readonly_root_filesystem ? ["tmp", "data"] : []
+    content {
+      name = volume.value
+    }
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.fargate_memory[tostring(var.cpu)], var.memory)
+      error_message = "memory ${var.memory} MiB is not a Fargate size for cpu ${var.cpu}: allowed are ${join(", ", local.fargate_memory[tostring(var.cpu)])}."
+    }
+    precondition {
+      condition     = strcontains(var.pipeline_toml, var.consumer_group) && alltrue([for t in var.topics : strcontains(var.pipeline_toml, t)])
+      error_message = "pipeline_toml must name the consumer_group and every topic given to the module: IAM permissions and lag metrics are scoped to them."
+    }
+    precondition {
+      condition     = var.create_msk_cluster || var.bootstrap_servers != null || !strcontains(var.pipeline_toml, "EVENTFLEET_BOOTSTRAP_SERVERS")
+      error_message = "pipeline_toml reads $${EVENTFLEET_BOOTSTRAP_SERVERS}: set bootstrap_servers, or create_msk_cluster = true."
+    }
+  }
+}
+
+resource "aws_ecs_service" "this" {
+  name             = var.name
+  cluster          = local.ecs_cluster_arn
+  task_definition  = aws_ecs_task_definition.this.arn
+  desired_count    = var.min_tasks
+  launch_type      = "FARGATE"
+  platform_version = "LATEST"
+
+  enable_ecs_managed_tags = true
+  propagate_tags          = "SERVICE"
+
+  # A rolling deployment starts the new tasks before stopping the old ones: the group rebalances
+  # (cooperative-sticky) and each stopped task flushes and commits on SIGTERM.
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+
+  # Tasks that fail to start or to become healthy stop the deployment and roll back to the last
+  # task definition that ran, instead of replacing working consumers with crashing ones.
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = var.assign_public_ip
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    # Application Auto Scaling owns the task count after creation.
+    ignore_changes = [desired_count]
+
+    precondition {
+      condition     = var.create_ecs_cluster || var.ecs_cluster_arn != null
+      error_message = "Set ecs_cluster_arn when create_ecs_cluster is false."
+    }
+  }
+}
+
+################################################################################
+# Autoscaling: CPU and consumer lag, never beyond one worker per partition
+################################################################################
+
+resource "aws_appautoscaling_target" "this" {
+  service_namespace  = "ecs"
+  resource_id        = "service/${local.ecs_cluster_name}/${aws_ecs_service.this.name}"
+  scalable_dimension = "ecs:service:DesiredCount"
+  min_capacity       = var.min_tasks
+  max_capacity       = local.max_tasks
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.max_tasks <= local.task_ceiling
+      error_message = "max_tasks ${local.max_tasks} exceeds ceil(partitions / workers_per_task) = ${local.task_ceiling}: the extra tasks would hold no partition."
+    }
+    precondition {
+      condition     = var.min_tasks <= local.max_tasks
+      error_message = "min_tasks must not exceed the task ceiling (${local.max_tasks})."
+    }
+    precondition {
+      condition     = !local.sqlite_sink || local.max_tasks == 1
+      error_message = "The pipeline's sink is SQLite, a file inside one task that other tasks cannot share: set max_tasks = 1, or use a sink that every task shares."
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "cpu" {
+  name               = "${var.name}-cpu"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.this.service_namespace
+  resource_id        = aws_appautoscaling_target.this.resource_id
+  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.cpu_target_percent
+    scale_in_cooldown  = var.scale_in_cooldown
+    scale_out_cooldown = var.scale_out_cooldown
+
+    predefined_metric_specification {
+      predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+  }
+}
+
+# Backlog per task: the group's lag summed over its topics (MSK, AWS/Kafka SumOffsetLag) divided by
+# the running tasks (Container Insights). Target tracking adds tasks while each holds more than the
+# target. MSK publishes no lag while the group rebalances: the policy then waits, it does not scale in.
+resource "aws_appautoscaling_policy" "lag" {
+  count = local.lag_scaling ? 1 : 0
+
+  name               = "${var.name}-consumer-lag"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.this.service_namespace
+  resource_id        = aws_appautoscaling_target.this.resource_id
+  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.lag_target_per_task
+    scale_in_cooldown  = var.scale_in_cooldown
+    scale_out_cooldown = var.scale_out_cooldown
+
+    customized_metric_specification {
+      dynamic "metrics" {
+        for_each = var.topics
+        content {
+          id          = "lag${metrics.key}"
+          label       = "SumOffsetLag ${metrics.value}"
+          return_data = false
+
+          metric_stat {
+            stat = "Maximum"
+
+            metric {
+              namespace   = "AWS/Kafka"
+              metric_name = "SumOffsetLag"
+
+              dimensions {
+                name  = "Cluster Name"
+                value = local.msk_cluster_name
+              }
+              dimensions {
+                name  = "Consumer Group"
+                value = var.consumer_group
+              }
+              dimensions {
+                name  = "Topic"
+                value = metrics.value
+              }
+            }
+          }
+        }
+      }
+
+      metrics {
+        id          = "tasks"
+        label       = "RunningTaskCount"
+        return_data = false
+
+        metric_stat {
+          stat = "Average"
+
+          metric {
+            namespace   = "ECS/ContainerInsights"
+            metric_name = "RunningTaskCount"
+
+            dimensions {
+              name  = "ClusterName"
+              value = local.ecs_cluster_name
+            }
+            dimensions {
+              name  = "ServiceName"
+              value = aws_ecs_service.this.name
+            }
+          }
+        }
+      }
+
+      metrics {
+        id          = "lagpertask"
+        label       = "Consumer lag per task"
+        expression  = "(${join(" + ", [for i, _ in var.topics : "lag${i}"])}) / tasks"
+        return_data = true
+      }
+    }
+  }
+}
+
+################################################################################
+# Alarms: consumer lag, errors
+################################################################################
+
+resource "aws_cloudwatch_metric_alarm" "lag" {
+  for_each = local.lag_alarm ? toset(var.topics) : toset([])
+
+  alarm_name          = "${var.name}-consumer-lag-${each.key}"
+  alarm_description   = "eventfleet ${var.name}: group ${var.consumer_group} is more than ${var.lag_alarm_threshold} messages behind on ${each.key} for ${var.lag_alarm_minutes} minutes"
+  namespace           = "AWS/Kafka"
+  metric_name         = "SumOffsetLag"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = var.lag_alarm_minutes
+  threshold           = var.lag_alarm_threshold
+  comparison_operator = "GreaterThanThreshold"
+  # No data while the group rebalances: keep the current state rather than flap.
+  treat_missing_data = "missing"
+  dimensions = {
+    "Cluster Name"   = local.msk_cluster_name
+    "Consumer Group" = var.consumer_group
+    "Topic"          = each.key
+  }
+  alarm_actions = var.alarm_actions
+  ok_actions    = var.alarm_actions
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_log_metric_filter" "errors" {
+  count = var.error_alarm_threshold != null ? 1 : 0
+
+  name           = "${var.name}-error-log-lines"
+  log_group_name = aws_cloudwatch_log_group.fleet.name
+  # The fleet logs JSON lines (--log-format json); eventfleet logs every failure it acts on at error.
+  pattern = "{ ($.level = \"error\") || ($.level = \"critical\") }"
+
+  metric_transformation {
+    name          = "ErrorLogLines"
+    namespace     = "eventfleet/${var.name}"
+    value         = "1"
+    default_value = "0"
+    unit          = "Count"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "errors" {
+  count = var.error_alarm_threshold != null ? 1 : 0
+
+  alarm_name          = "${var.name}-errors"
+  alarm_description   = "eventfleet ${var.name}: more than ${var.error_alarm_threshold} error log lines in 5 minutes (see log group ${aws_cloudwatch_log_group.fleet.name})"
+  namespace           = "eventfleet/${var.name}"
+  metric_name         = "ErrorLogLines"
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = var.error_alarm_threshold
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+
+  tags = local.tags
+
+  depends_on = [aws_cloudwatch_log_metric_filter.errors]
+}
