@@ -185,6 +185,27 @@ class Server:
         self.down()
         shutil.rmtree(self.home, ignore_errors=True)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server: the postmaster, its live children,
+        and the children it has reaped (sessions that ended). For benchmarks."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if pid == postmaster:
+                total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            elif ppid == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def _log_tail(self) -> str:
         try:
             lines = self.log_file.read_text(errors="replace").splitlines()[-15:]

@@ -79,6 +79,7 @@ class PostgresSink:
         self.types = [c[1] for c in self.tables[self.table]]
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._staged = False  # the COPY strategy's temporary table exists on this connection
+        self._address = describe_target(self.dsn)  # for messages: host:port of the last connection
         t = sql.Identifier(self.table)
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         key = sql.SQL(", ").join(map(sql.Identifier, self.key_cols))
@@ -114,7 +115,7 @@ class PostgresSink:
                 _check_signature(conn, self.table, pipeline_signature(pipeline), create=True)
         except psycopg.Error as e:
             self.close()
-            raise SinkError(f"cannot set up the PostgreSQL sink tables at {_where(conn)}: {_first_line(e)}") from e
+            raise SinkError(f"cannot set up the PostgreSQL sink tables at {self._address}: {_first_line(e)}") from e
         except SinkError:
             self.close()
             raise
@@ -126,13 +127,13 @@ class PostgresSink:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.dsn)
             self._staged = False
+            self._address = _where(self._conn)
         return self._conn
 
     def _failed(self, what: str, e: psycopg.Error) -> SinkError:
         """Drop the connection (the next call reconnects) and describe the failure."""
-        where = _where(self._conn)
         self.close()
-        return SinkError(f"PostgreSQL {what} at {where} failed: {_first_line(e)}")
+        return SinkError(f"PostgreSQL {what} at {self._address} failed: {_first_line(e)}")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -306,9 +307,7 @@ def _cannot_connect(dsn: str, e: psycopg.Error) -> str:
     return f"cannot connect to PostgreSQL at {describe_target(dsn)}, set by {source}: {reason}. Fix: {fix}"
 
 
-def _where(conn: psycopg.Connection[Any] | None) -> str:
-    if conn is None or conn.closed:
-        return "the server"
+def _where(conn: psycopg.Connection[Any]) -> str:
     info = conn.info
     return f"{info.host}:{info.port}" if not info.host.startswith("/") else f"{info.host} port {info.port}"
 
