@@ -318,6 +318,33 @@ def test_compare_and_set_waits_for_a_concurrent_writer(pipeline: Pipeline, other
         sink.close()
 
 
+def test_a_row_held_by_a_frozen_worker_fails_the_write_after_the_lock_timeout(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zombie frozen inside its transaction holds the position row: the flush does not hang,
+    it fails as a SinkError (the worker pauses and retries) and writes nothing."""
+    from consumer.sinks import postgres
+
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 1.0)
+    key = (0, "c", "click")
+    sink = PostgresSink(pipeline)
+    zombie = psycopg.connect(pipeline.sink.dsn or "")
+    try:
+        sink.write("g", {key: [1, 1, 1, 1]}, [PositionWrite(_pos(0, 10), None)], [])
+        zombie.execute(f'SELECT * FROM "{pipeline.sink.table}_positions" FOR UPDATE')
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="lock timeout"):
+            sink.write("g", {key: [1, 2, 2, 2]}, [PositionWrite(_pos(0, 12), 10)], [])
+        assert time.monotonic() - started < 30
+        zombie.rollback()
+        assert _rows(pipeline) == {key: (SIZE, 1, 1, 1, 1)}
+        sink.write("g", {key: [1, 2, 2, 2]}, [PositionWrite(_pos(0, 12), 10)], [])
+        assert _rows(pipeline) == {key: (SIZE, 2, 3, 1, 2)}
+    finally:
+        zombie.close()
+        sink.close()
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_concurrent_merges_of_the_same_keys_lose_nothing(pipeline: Pipeline, strategy: str) -> None:
     """Two workers (own partitions, shared keys) flushing at the same time: every merge lands
