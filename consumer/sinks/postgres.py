@@ -60,8 +60,8 @@ LOCK_TIMEOUT_S = 10.0  # a row held longer by another session (a frozen zombie) 
 IDLE_IN_TRANSACTION_TIMEOUT_S = 60  # the server ends our session if we freeze inside a transaction
 STRATEGIES = ("copy", "unnest", "executemany")
 """How partials are merged; the first is the default. bench/pg_write.py measures them: binary
-COPY into a temporary table plus one INSERT ... SELECT is 1.5 to 2.9 times as fast as
-executemany (psycopg pipelines it) from 1,000 to 100,000 rows per flush; unnest in between."""
+COPY into a temporary table plus one INSERT ... SELECT is 1.5 to 2.3 times as fast as
+executemany (which psycopg pipelines) from 1,000 to 100,000 rows per flush; unnest in between."""
 
 _MERGE_RULES = {  # the SQL of aggregate.merge: {t} is the stored row, excluded the new partial
     "count": "{t}.{c} + excluded.{c}",
