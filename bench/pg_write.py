@@ -15,6 +15,7 @@ Writes bench/results/pg-write-<time>.json.
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def main() -> int:
                     flush=True,
                 )
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if server is not None:
             server.remove()
     out = ROOT / "bench" / "results" / f"pg-write-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -13,6 +13,7 @@ import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -125,6 +126,12 @@ class Server:
         self.home.mkdir(parents=True, exist_ok=True)
         user = _run_as()
         if user is not None:
+            blocked = _unreachable_parent(self.home, user)
+            if blocked is not None:
+                raise PostgresSetupError(
+                    f"PostgreSQL runs as user {user.pw_name} (it refuses root), who cannot enter {str(blocked)!r} "
+                    f"to reach {str(self.home)!r}. Use a folder it can reach (--dir /tmp/..., or /var/lib/...)"
+                )
             os.chown(self.home, user.pw_uid, user.pw_gid)
             for path in self.home.rglob("*"):
                 if path.owner() != user.pw_name:
@@ -194,12 +201,12 @@ class Server:
             return 0.0
         tick = os.sysconf("SC_CLK_TCK")
         total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        for proc_stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
+                fields = proc_stat.read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue  # exited meanwhile
-            pid, ppid = int(stat.parent.name), int(fields[1])
+            pid, ppid = int(proc_stat.parent.name), int(fields[1])
             if pid == postmaster:
                 total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
             elif ppid == postmaster:
@@ -212,6 +219,21 @@ class Server:
         except OSError:
             return ""
         return f"\n{self.log_file}:\n" + "\n".join(lines)
+
+
+def _unreachable_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first folder above ``path`` that ``user`` may not enter (None: all can be entered)."""
+    for folder in reversed(path.parents):
+        st = folder.stat()
+        if st.st_uid == user.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == user.pw_gid:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return folder
+    return None
 
 
 def default_home(port: int) -> Path:
