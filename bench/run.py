@@ -1,15 +1,18 @@
 """The eventfleet benchmark: contenders side by side on the same data, against a real broker.
 
-    python bench/run.py [--events 2000000] [--repeat 3] [--only raw,naive,...] [--port 9092]
+    python bench/run.py [--events 2000000] [--repeat 3] [--only raw,naive,...] [--port 9092] [--pg-dsn DSN]
 
 Produces N events of the example schema once (8 partitions, fixed seed), then runs each contender
 on them with a fresh consumer group, --repeat times, and reports the median: events/s from the
 first message to the last result being done (for eventfleet: durable in the sink), CPU seconds
 per million events (user+sys of the consuming processes, start-up included), and peak RSS.
 It checks that the contenders agree on the aggregates, and writes bench/results/<time>.json.
+eventfleet-1-postgres writes to PostgreSQL: --pg-dsn, else a throwaway local server (fsync on)
+started for the run and removed after it.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,10 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import config, devkafka  # noqa: E402
+from consumer import config, devkafka, devpostgres  # noqa: E402
 from consumer.produce import produce  # noqa: E402
 
-CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro")
+CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro", "eventfleet-1-postgres")
 QUIX_VENV = ROOT / "bench" / ".venv-quix"
 QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the same event times every run
@@ -52,6 +56,7 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     ap.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT)
+    ap.add_argument("--pg-dsn", help="PostgreSQL for eventfleet-1-postgres (default: a throwaway local server)")
     args = ap.parse_args()
     only = [c for c in args.only.split(",") if c]
     unknown = set(only) - set(CONTENDERS)
@@ -63,6 +68,21 @@ def main() -> int:
         devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
     if "quix" in only:
         ensure_quix_venv()
+    if any(name.endswith("-postgres") for name in only):
+        if args.pg_dsn:
+            PG.dsn = args.pg_dsn
+        else:
+            PG.server = devpostgres.Server.temporary(fsync=True)  # durable commits, like SQLite's synchronous=FULL
+            PG.server.up()
+            PG.dsn = PG.server.dsn
+    try:
+        return bench(args, only, bootstrap)
+    finally:
+        if PG.server is not None:
+            PG.server.remove()
+
+
+def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
     work = Path(tempfile.mkdtemp(prefix="eventfleet-bench-"))
     run_id = time.strftime("%Y%m%d-%H%M%S")
     topic = f"bench-{run_id}"
@@ -80,7 +100,7 @@ def main() -> int:
             result = RUNNERS[name](work, bootstrap, topic, group, args.events)
             runs[name].append(result)
             print(
-                f"  [{rep + 1}/{args.repeat}] {name:13s} {result['events_per_s']:>10,.0f} events/s  "
+                f"  [{rep + 1}/{args.repeat}] {name:21s} {result['events_per_s']:>10,.0f} events/s  "
                 f"{result['cpu_s_per_m']:6.2f} CPU-s/M  {result['rss_mb']:6.0f} MB",
                 flush=True,
             )
@@ -157,32 +177,43 @@ def run_quix(work: Path, bootstrap: str, topic: str, group: str, events: int) ->
     return run_script(python, "quix_agg.py", work, ["--schema", schema], bootstrap, topic, group, events)
 
 
-def run_eventfleet(workers: int, decoder: str = "fastavro") -> Any:
+@dataclass
+class PgTarget:
+    """The PostgreSQL of the -postgres contenders (set by main), and the server if we started it."""
+
+    dsn: str | None = None
+    server: devpostgres.Server | None = None
+
+
+PG = PgTarget()
+
+
+def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite") -> Any:
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
-        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder)
+        dsn = PG.dsn if sink == "postgres" else None
+        server_cpu = PG.server.cpu_seconds() if dsn and PG.server else 0.0
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder, dsn)
         db = work / f"{group}.db"
+        table = pg_table(group) if dsn else "ad_stats"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
         procs = []
         for log in logs:
             with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
                 cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)]
                 procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
-        done_at = wait_sink_complete(db, group, topic, events, procs)
+        done_at = wait_sink_complete(db, group, topic, events, procs, dsn=dsn, table=table)
         usages = []
         for p in procs:
             p.send_signal(signal.SIGTERM)
             _, status, usage = os.wait4(p.pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0, f"a worker failed; see {logs}"
             usages.append(usage)
+        if dsn and PG.server:  # the server's share of the work counts too (SQLite's is in the worker)
+            server_cpu = PG.server.cpu_seconds() - server_cpu
         firsts = [float(m) for log in logs for m in re.findall(r"first message at ([\d.]+)", log.read_text())]
-        with sqlite3.connect(db) as con:
-            rows = [
-                list(r)
-                for r in con.execute(
-                    "SELECT window_start, campaign_id, event_type, events, spend, min_price, max_price FROM ad_stats"
-                )
-            ]
-        return measured(events, min(firsts), done_at, usages, rows)
+        query = f"SELECT window_start, campaign_id, event_type, events, spend, min_price, max_price FROM {table}"
+        rows = [list(r) for r in sink_query(db, dsn, query, ())]
+        return measured(events, min(firsts), done_at, usages, rows, server_cpu)
 
     return run
 
@@ -194,44 +225,83 @@ RUNNERS = {
     "eventfleet-1": run_eventfleet(1),
     "eventfleet-2": run_eventfleet(2),
     "eventfleet-1-cavro": run_eventfleet(1, "cavro"),
+    "eventfleet-1-postgres": run_eventfleet(1, sink="postgres"),
 }
 
 
-def write_pipeline(work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro") -> Path:
-    """The example pipeline (metrics on, SQLite sink) on this topic, group and a fresh database."""
+def pg_table(group: str) -> str:
+    return "ad_stats_" + hashlib.sha256(group.encode()).hexdigest()[:12]
+
+
+def sink_query(db: Path, dsn: str | None, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows from the contender's sink (``?`` placeholders): SQLite file, or PostgreSQL when dsn is set."""
+    if dsn is None:
+        with sqlite3.connect(db) as con:
+            return con.execute(query, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(dsn) as pg:
+        return pg.execute(query.replace("?", "%s"), params).fetchall()
+
+
+def write_pipeline(
+    work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro", dsn: str | None = None
+) -> Path:
+    """The example pipeline (metrics on) on this topic, group and a fresh SQLite database, or a
+    fresh table in PostgreSQL when dsn is given."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
     doc["schema"].update(path=str(ROOT / "schemas" / "ad_event.avsc"), decoder=decoder)
-    doc["sink"]["path"] = str(work / f"{group}.db")
+    if dsn is None:
+        doc["sink"]["path"] = str(work / f"{group}.db")
+    else:
+        doc["sink"] = {"type": "postgres", "dsn": dsn, "table": pg_table(group)}
     doc["flush"]["interval"] = "1s"  # the results are durable at most 1 s after the last event
     path = work / f"{group}.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
 
 
-def wait_sink_complete(db: Path, group: str, topic: str, events: int, procs: list[subprocess.Popen[bytes]]) -> float:
-    """The moment the sink's positions cover every event (polled every 20 ms)."""
+def wait_sink_complete(
+    db: Path,
+    group: str,
+    topic: str,
+    events: int,
+    procs: list[subprocess.Popen[bytes]],
+    dsn: str | None = None,
+    table: str = "ad_stats",
+) -> float:
+    """The moment the sink's positions cover every event (polled every 20 ms; PostgreSQL over one
+    connection, so that the polling costs the server next to nothing)."""
+    import psycopg
+
     deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(db) as con:
-                (done,) = con.execute(
-                    "SELECT coalesce(sum(next_offset), 0) FROM ad_stats_positions WHERE consumer_group = ? "
-                    "AND topic = ?",
-                    (group, topic),
-                ).fetchone()
-        except sqlite3.OperationalError:
-            done = 0
-        if done >= events:
-            return time.time()
-        if any(p.poll() is not None for p in procs):
-            raise SystemExit("an eventfleet worker exited early")
-        time.sleep(0.02)
+    query = f"SELECT coalesce(sum(next_offset), 0) FROM {table}_positions WHERE consumer_group = ? AND topic = ?"
+    pg = psycopg.connect(dsn, autocommit=True) if dsn else None
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if pg is not None:
+                    ((done,),) = pg.execute(query.replace("?", "%s"), (group, topic)).fetchall()
+                else:
+                    ((done,),) = sink_query(db, None, query, (group, topic))
+            except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+                done = 0
+            if done >= events:
+                return time.time()
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("an eventfleet worker exited early")
+            time.sleep(0.02)
+    finally:
+        if pg is not None:
+            pg.close()
     raise SystemExit("eventfleet did not finish in time")
 
 
-def measured(events: int, first: float, done: float, usages: list[Any], rows: Any) -> dict[str, Any]:
-    cpu = sum(u.ru_utime + u.ru_stime for u in usages)
+def measured(
+    events: int, first: float, done: float, usages: list[Any], rows: Any, extra_cpu_s: float = 0.0
+) -> dict[str, Any]:
+    cpu = sum(u.ru_utime + u.ru_stime for u in usages) + extra_cpu_s
     return {
         "events_per_s": events / (done - first),
         "seconds": done - first,
@@ -265,7 +335,9 @@ def check_agreement(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         return out
 
     notes, ok = [], True
-    reference_name = next((n for n in ("naive", "eventfleet-1", "eventfleet-2") if n in runs), None)
+    reference_name = next(
+        (n for n in ("naive", "eventfleet-1", "eventfleet-2", *runs) if n in runs and n != "raw"), None
+    )
     if reference_name is None:
         return {"ok": True, "notes": ["agreement: nothing to compare (no aggregating contender ran)"]}
     reference = table(runs[reference_name][0]["rows"])
@@ -306,6 +378,8 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1-cavro", "naive"),
         ("eventfleet-1-cavro", "quix"),
         ("eventfleet-1", "raw"),
+        ("eventfleet-1-postgres", "eventfleet-1"),
+        ("eventfleet-1-postgres", "naive"),
     ):
         if a in s and b in s:
             out[f"{a}/{b}"] = s[a]["events_per_s"] / s[b]["events_per_s"]
@@ -314,9 +388,9 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def print_table(s: dict[str, dict[str, float]], events: int) -> None:
     print(f"\nmedian of the runs, {events:,} events:")
-    print(f"{'contender':14s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
+    print(f"{'contender':22s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
     for name, r in s.items():
-        print(f"{name:14s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
+        print(f"{name:22s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
     for k, v in ratios(s).items():
         print(f"{k}: {v:.2f}x")
 

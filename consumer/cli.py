@@ -1,4 +1,4 @@
-"""The ``eventfleet`` command: run, produce, results, kafka, demo, check-config."""
+"""The ``eventfleet`` command: run, produce, results, kafka, postgres, demo, check-config."""
 
 import argparse
 import csv
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, devkafka
+from . import __version__, config, devkafka, devpostgres
 from .errors import EventfleetError
 
 log = logging.getLogger("eventfleet")
@@ -99,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--format", choices=("table", "csv", "json"), default="table")
     res.set_defaults(func=_results)
 
-    check = sub.add_parser("check-config", help="validate a pipeline file and print what it computes")
+    check = sub.add_parser(
+        "check-config", help="validate a pipeline file, check that the sink can be written, print what it computes"
+    )
     check.add_argument("--config", required=True)
     check.set_defaults(func=_check_config)
 
@@ -108,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="broker port (controller: port+1)")
     kafka.add_argument("--dir", type=Path, help="broker folder (default: .eventfleet/kafka-PORT)")
     kafka.set_defaults(func=_kafka)
+
+    pg = sub.add_parser("postgres", help="a local PostgreSQL for development (127.0.0.1, trust auth)")
+    pg.add_argument("action", choices=("up", "down", "status"))
+    pg.add_argument("--port", type=int, default=devpostgres.DEFAULT_PORT, help="server port")
+    pg.add_argument("--dir", type=Path, help="cluster folder (default: .eventfleet/postgres-PORT)")
+    pg.set_defaults(func=_postgres)
 
     demo = sub.add_parser("demo", help="local Kafka, generated events, workers, results, events/s")
     demo.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
@@ -195,12 +203,15 @@ def _cell(column: str, value: Any) -> str:
 
 def _check_config(args: argparse.Namespace) -> int:
     from .aggregate import updater_source
+    from .sinks import check_sink
 
     pipeline = config.load(args.config)
+    sink = check_sink(pipeline)  # reachable and writable, or a SinkError naming the fix
     print(f"{args.config}: OK")
     print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
     print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
     print(f"  writes {pipeline.sink.type} table {pipeline.sink.table} ({', '.join(pipeline.column_types())})")
+    print(f"  sink: {sink}")
     print("  per event it runs:\n" + updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics))
     return 0
 
@@ -216,6 +227,20 @@ def _kafka(args: argparse.Namespace) -> int:
         pid = broker.pid()
         up = devkafka.reachable(broker.bootstrap, timeout_s=3)
         print(f"{broker.bootstrap}: {'answering' if up else 'not answering'}; process: {pid or 'none'}")
+        return 0 if up else 1
+    return 0
+
+
+def _postgres(args: argparse.Namespace) -> int:
+    server = devpostgres.Server(args.dir or devpostgres.default_home(args.port), args.port)
+    if args.action == "up":
+        server.up()
+        print(f'PostgreSQL is up: dsn = "{server.dsn}" (folder {server.home})')
+    elif args.action == "down":
+        print("stopped" if server.down() else f"no server of ours is running in {server.home}")
+    else:
+        up = server.running()
+        print(f"{server.dsn}: {'running' if up else 'not running'} (folder {server.home})")
         return 0 if up else 1
     return 0
 

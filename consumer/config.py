@@ -31,8 +31,11 @@ MANAGED_KAFKA_KEYS = {
     "enable.auto.offset.store": "eventfleet stores offsets itself; remove the key",
     "partition.assignment.strategy": "eventfleet needs cooperative-sticky; remove the key",
 }
-SINK_TYPES = ("sqlite",)
 ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content of variable NAME
+SINK_TYPES = ("sqlite", "postgres")
+SINK_KEYS = {"sqlite": ("type", "path", "table"), "postgres": ("type", "dsn", "table")}
+PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
+PG_TABLE_SUFFIX = "_positions"  # the longest suffix of the sink's companion tables
 RESERVED_COLUMNS = ("window_start", "window_end")
 
 
@@ -73,8 +76,9 @@ class AggregateSettings:
 @dataclass(frozen=True)
 class SinkSettings:
     type: str
-    path: Path
+    path: Path | None  # sqlite: the database file
     table: str
+    dsn: str | None = None  # postgres: libpq connection string; None: the PG* environment variables
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
     sink = _sink(_table(doc, "sink"), base)
+    if sink.type == "postgres":
+        _postgres_names(sink.table, aggregate)
     flush = _table(doc, "flush", required=False)
     interval = _duration(flush, "flush.interval", "interval", default="5s")
     if interval <= 0:
@@ -475,8 +481,19 @@ def _sink(t: Mapping[str, Any], base: Path) -> SinkSettings:
     kind = _string(t, "sink.type", "type")
     if kind not in SINK_TYPES:
         raise ConfigError("sink.type", f"unknown sink {kind!r}", f"use one of: {', '.join(SINK_TYPES)}")
-    path = base / _string(t, "sink.path", "path")
+    for name in t:
+        if name not in SINK_KEYS[kind]:
+            owner = next((k for k, keys in SINK_KEYS.items() if name in keys), None)
+            raise ConfigError(
+                f"sink.{name}",
+                f"is a setting of the {owner} sink, not of {kind}" if owner else "unknown key",
+                f"a {kind} sink takes {', '.join(SINK_KEYS[kind])}: remove {name}"
+                + (f', or set type = "{owner}"' if owner else ""),
+            )
     table = _identifier("sink.table", t.get("table"))
+    if kind == "postgres":
+        return SinkSettings(kind, None, table, _dsn(t))
+    path = base / _string(t, "sink.path", "path")
     if not path.parent.is_dir():
         raise ConfigError(
             "sink.path",
@@ -523,3 +540,39 @@ def _env_value(match: re.Match[str], key: str, environ: Mapping[str, str]) -> st
             f"set {name} (e.g. from a Kubernetes Secret), or write the value itself, or $${{{name}}} for the text",
         )
     return environ[name]
+
+
+def _dsn(t: Mapping[str, Any]) -> str | None:
+    """A libpq connection string or URI, checked for syntax only (connecting is check-config's
+    job); absent, libpq reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD... at connect time."""
+    if "dsn" not in t:
+        return None
+    dsn = _string(t, "sink.dsn", "dsn")
+    from psycopg import conninfo
+
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except Exception as e:
+        raise ConfigError(
+            "sink.dsn",
+            f"not a PostgreSQL connection string ({str(e).splitlines()[0]})",
+            'write e.g. dsn = "postgresql://eventfleet@db.example:5432/stats", or remove it to use PGHOST, PGPORT...',
+        ) from None
+    return dsn
+
+
+def _postgres_names(table: str, aggregate: AggregateSettings) -> None:
+    """PostgreSQL silently truncates names past 63 bytes: refuse them instead."""
+    if len((table + PG_TABLE_SUFFIX).encode()) > PG_NAME_BYTES:
+        raise ConfigError(
+            "sink.table",
+            f"{table!r} is too long for PostgreSQL ({table}{PG_TABLE_SUFFIX} must fit in {PG_NAME_BYTES} bytes)",
+            f"use at most {PG_NAME_BYTES - len(PG_TABLE_SUFFIX)} characters",
+        )
+    columns = [("aggregate.group_by", g) for g in aggregate.group_by]
+    columns += [(f"aggregate.metrics.{m.name}", m.name) for m in aggregate.metrics]
+    for key, name in columns:
+        if len(name.encode()) > PG_NAME_BYTES:
+            raise ConfigError(
+                key, f"{name!r} is longer than PostgreSQL's {PG_NAME_BYTES}-byte column names", "use a shorter name"
+            )

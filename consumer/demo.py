@@ -96,7 +96,7 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
 
 
 def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
-    """Copy the pipeline with this run's topic, group, broker and sink file."""
+    """Copy the pipeline with this run's topic, group, broker and sink file (or table)."""
     config.load(config_path)  # fail early, with the key and the fix
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,10 @@ def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
     doc["kafka"]["topics"] = [f"{doc['kafka']['topics'][0]}-{run_id}"]
     doc["kafka"]["group_id"] = f"{doc['kafka']['group_id']}-{run_id}"
     doc["schema"]["path"] = os.path.relpath((config_path.parent / doc["schema"]["path"]).resolve(), DEMO_DIR.resolve())
-    doc["sink"]["path"] = f"{run_id}.db"
+    if doc["sink"].get("type") == "postgres":  # a fresh table per run in the pipeline's database
+        doc["sink"]["table"] = f"{doc['sink']['table']}_{run_id.replace('-', '_')}"
+    else:
+        doc["sink"]["path"] = f"{run_id}.db"
     doc.setdefault("flush", {})["interval"] = "1s"
     path = DEMO_DIR / f"{run_id}.toml"
     path.write_text(tomli_w.dumps(doc))

@@ -177,10 +177,67 @@ def test_missing_required_section(tmp_path: Path, section: str) -> None:
 
 def test_unknown_sink_type(tmp_path: Path) -> None:
     doc = _doc()
-    doc["sink"]["type"] = "postgres"
+    doc["sink"]["type"] = "mysql"
     err = _error(tmp_path, doc)
     _assert_names(err, "sink.type")
-    assert "postgres" in str(err)
+    assert "mysql" in str(err) and "postgres" in str(err)
+
+
+def _postgres_doc(**sink: Any) -> dict[str, Any]:
+    doc = _doc()
+    doc["sink"] = {"type": "postgres", "table": "stats", **sink}
+    return doc
+
+
+def test_postgres_sink(tmp_path: Path) -> None:
+    p = load(_write(tmp_path, _postgres_doc(dsn="postgresql://ef@db.example:5433/stats?sslmode=require")))
+    assert (p.sink.type, p.sink.table, p.sink.path) == ("postgres", "stats", None)
+    assert p.sink.dsn == "postgresql://ef@db.example:5433/stats?sslmode=require"
+    assert load(_write(tmp_path, _postgres_doc(dsn="host=db port=5433 dbname=stats"))).sink.dsn is not None
+
+
+def test_postgres_sink_without_dsn_uses_the_environment(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, _postgres_doc())).sink.dsn is None
+
+
+def test_dsn_for_sqlite(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["sink"]["dsn"] = "postgresql://localhost/stats"
+    err = _error(tmp_path, doc)
+    _assert_names(err, "sink.dsn")
+    assert "postgres sink, not of sqlite" in str(err) and 'type = "postgres"' in str(err)
+
+
+def test_path_for_postgres(tmp_path: Path) -> None:
+    err = _error(tmp_path, _postgres_doc(path="out.db"))
+    _assert_names(err, "sink.path")
+    assert "sqlite sink, not of postgres" in str(err)
+
+
+def test_unknown_sink_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, _postgres_doc(schema="stats"))
+    _assert_names(err, "sink.schema")
+    assert "type, dsn, table" in str(err)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://[broken", "host=db colour=blue", "", 5432])
+def test_bad_dsn(tmp_path: Path, dsn: Any) -> None:
+    err = _error(tmp_path, _postgres_doc(dsn=dsn))
+    _assert_names(err, "sink.dsn")
+    assert "Fix:" in str(err)
+
+
+def test_postgres_table_name_too_long(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, _postgres_doc(dsn="host=db", table="t" * 53))).sink.table == "t" * 53
+    err = _error(tmp_path, _postgres_doc(dsn="host=db", table="t" * 54))
+    _assert_names(err, "sink.table")
+    assert "63 bytes" in str(err)
+
+
+def test_postgres_column_name_too_long(tmp_path: Path) -> None:
+    doc = _postgres_doc(dsn="host=db")
+    doc["aggregate"]["metrics"] = {"m" * 64: "count"}
+    _assert_names(_error(tmp_path, doc), f"aggregate.metrics.{'m' * 64}")
 
 
 def test_sink_folder_missing(tmp_path: Path) -> None:

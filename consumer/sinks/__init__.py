@@ -73,4 +73,22 @@ def open_sink(pipeline: Pipeline) -> Sink:
         from .sqlite import SqliteSink
 
         return SqliteSink(pipeline)
-    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite")
+    if pipeline.sink.type == "postgres":
+        from .postgres import PostgresSink
+
+        return PostgresSink(pipeline)
+    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite or postgres")
+
+
+def check_sink(pipeline: Pipeline) -> str:
+    """For ``check-config``: whether the sink can be reached and written, without writing; one
+    line that says what was checked, or a SinkError that says what is wrong and the fix."""
+    if pipeline.sink.type == "sqlite":
+        from .sqlite import check
+
+        return check(pipeline)
+    if pipeline.sink.type == "postgres":
+        from .postgres import check as check_postgres
+
+        return check_postgres(pipeline)
+    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite or postgres")

@@ -6,6 +6,7 @@ WAL mode lets readers see results while workers write; ``BEGIN IMMEDIATE`` seria
 """
 
 import json
+import os
 import sqlite3
 import time
 from typing import Any
@@ -50,6 +51,8 @@ class SqliteSink:
         columns = pipeline.column_types()
         self.columns = list(columns)
         key_cols = ["window_start", *pipeline.aggregate.group_by]
+        if pipeline.sink.path is None:
+            raise SinkError("the sqlite sink needs [sink] path")
         try:
             self.db = sqlite3.connect(pipeline.sink.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -177,3 +180,20 @@ class SqliteSink:
 
     def close(self) -> None:
         self.db.close()
+
+
+def check(pipeline: Pipeline) -> str:
+    """For ``check-config``: the database file can be created or written (and its folder too:
+    WAL mode keeps -wal and -shm files beside it)."""
+    path = pipeline.sink.path
+    if path is None:
+        raise SinkError("the sqlite sink needs [sink] path")
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SinkError(
+            f"cannot write to folder {str(folder)!r} of the SQLite sink {str(path)!r}. Fix: make it writable "
+            "for this user, or point sink.path elsewhere"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise SinkError(f"cannot read and write the SQLite sink {str(path)!r}. Fix: make it writable for this user")
+    return f"SQLite file {str(path)!r} ({'exists' if path.exists() else 'will be created'}), folder writable"

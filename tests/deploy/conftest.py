@@ -82,14 +82,15 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def fake_environ(env: list[dict[str, Any]]) -> dict[str, str]:
     """The container's environment as far as the manifest says: literal values, and a stand-in
-    for each Secret reference (the loader only needs them set)."""
+    for each Secret reference: the loader needs them set, and a DSN must parse as one."""
     out = {}
     for e in env:
         if "value" in e:
             out[e["name"]] = str(e["value"])
         else:
             ref = e["valueFrom"]["secretKeyRef"]
-            out[e["name"]] = f"secret:{ref['name']}/{ref['key']}"
+            stand_in = f"secret-{ref['name']}-{ref['key']}"
+            out[e["name"]] = f"postgresql://{stand_in}@db.invalid/stats" if e["name"].endswith("DSN") else stand_in
     return out
 
 

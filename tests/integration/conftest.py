@@ -169,6 +169,8 @@ class Pipeline:
     group: str
     workdir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    dsn: str | None = None  # a PostgreSQL sink (read by the test with its own queries); None: SQLite at db
+    table: str = TABLE
 
     def start_worker(self, fault: str | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -208,20 +210,32 @@ class Pipeline:
     def stop_all(self) -> list[int]:
         return [self.stop(p) for p in self.procs if p.poll() is None]
 
-    def positions(self) -> dict[int, tuple[int, int, int]]:
-        """partition -> (next_offset, late_events, invalid_events), read from SQLite directly."""
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+        """Rows from the sink's database (``?`` placeholders); None while the table does not exist."""
+        if self.dsn is not None:
+            import psycopg
+
+            with psycopg.connect(self.dsn, connect_timeout=10) as pg:
+                try:
+                    return pg.execute(sql.replace("?", "%s"), params).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    return None
         if not self.db.exists():
-            return {}
+            return None
         with sqlite3.connect(self.db) as db:
             try:
-                rows = db.execute(
-                    f"SELECT partition, next_offset, late_events, invalid_events FROM {TABLE}_positions "
-                    "WHERE consumer_group = ? AND topic = ?",
-                    (self.group, self.topic),
-                ).fetchall()
+                return db.execute(sql, params).fetchall()
             except sqlite3.OperationalError:
-                return {}
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+                return None
+
+    def positions(self) -> dict[int, tuple[int, int, int]]:
+        """partition -> (next_offset, late_events, invalid_events), read from the sink directly."""
+        rows = self.query(
+            f"SELECT partition, next_offset, late_events, invalid_events FROM {self.table}_positions "
+            "WHERE consumer_group = ? AND topic = ?",
+            (self.group, self.topic),
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows or []}
 
     def wait_caught_up(self, ends: dict[int, int], timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s
@@ -233,29 +247,40 @@ class Pipeline:
         raise AssertionError(f"not caught up: {self.positions()} vs {ends}\n{self.logs()[-5000:]}")
 
     def results(self) -> dict[tuple[Any, ...], list[int]]:
-        with sqlite3.connect(self.db) as db:
-            rows = db.execute(
-                f"SELECT window_start, window_end, campaign_id, event_type, events, spend, min_price, max_price "
-                f"FROM {TABLE}"
-            ).fetchall()
+        rows = self.query(
+            f"SELECT window_start, window_end, campaign_id, event_type, events, spend, min_price, max_price "
+            f"FROM {self.table}"
+        )
+        assert rows is not None, f"no table {self.table}"
         for r in rows:
             assert r[1] == r[0] + WINDOW_MS
         return {(r[0], r[2], r[3]): list(r[4:]) for r in rows}
 
 
 @pytest.fixture
-def pipeline(kafka: Kafka, tmp_path: Path) -> Iterator[Any]:
-    """A factory: pipeline(partitions) -> Pipeline with a fresh topic, group and SQLite file."""
+def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A factory: pipeline(partitions) -> Pipeline with a fresh topic, group and SQLite file, or
+    with ``sink="postgres"`` a fresh table in the test session's PostgreSQL."""
     made: list[Pipeline] = []
 
     def make(
-        partitions: int = 8, flush: str = "500ms", extra: str = "", decoder: str = "fastavro", sections: str = ""
+        partitions: int = 8,
+        flush: str = "500ms",
+        extra: str = "",
+        decoder: str = "fastavro",
+        sections: str = "",
+        sink: str = "sqlite",
     ) -> Pipeline:
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
         workdir.mkdir()
         db = workdir / "stats.db"
+        dsn, table = None, TABLE
+        sink_section = f'type = "sqlite"\npath = "{db}"\ntable = "{TABLE}"'
+        if sink == "postgres":
+            dsn, table = request.getfixturevalue("postgres").dsn, f"{TABLE}_{topic.split('-')[1]}"
+            sink_section = f'type = "postgres"\ndsn = "{dsn}"\ntable = "{table}"'
         path = workdir / "pipeline.toml"
         path.write_text(
             f"""
@@ -282,15 +307,13 @@ spend = "sum:price_micros"
 min_price = "min:price_micros"
 max_price = "max:price_micros"
 [sink]
-type = "sqlite"
-path = "{db}"
-table = "{TABLE}"
+{sink_section}
 [flush]
 interval = "{flush}"
 {sections}
 """
         )
-        p = Pipeline(path, db, topic, group, workdir)
+        p = Pipeline(path, db, topic, group, workdir, dsn=dsn, table=table)
         made.append(p)
         return p
 
@@ -300,6 +323,12 @@ interval = "{flush}"
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if p.dsn is not None:
+            import psycopg
+
+            with psycopg.connect(p.dsn, autocommit=True) as pg:
+                for suffix in ("", "_positions", "_rejects", "_pipeline"):
+                    pg.execute(f"DROP TABLE IF EXISTS {p.table}{suffix}")
 
 
 def wait_for(condition: Any, timeout_s: float, what: str = "condition") -> None:
