@@ -346,8 +346,9 @@ class ReplayWorker(Worker):
             self.done = self.stopping = True
 
 
-def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool, float]:
-    """Run the replay to the captured end offsets with a progress bar; (events, done, seconds)."""
+def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool, float, float]:
+    """Run the replay to the captured end offsets with a progress bar; (events, done, seconds in
+    all, seconds from the first event to the last)."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -359,12 +360,19 @@ def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool
     started = time.perf_counter()
     with tqdm(total=plan.total, unit=" events", unit_scale=True, desc="replay", file=sys.stderr,
               mininterval=0.5, dynamic_ncols=True) as bar, logging_redirect_tqdm():  # fmt: skip
-        worker = ReplayWorker(pipeline, ends, bar.update)
+
+        def progress(n: int) -> None:
+            if bar.n == 0:
+                bar.reset(plan.total)  # events/s and the ETA count from the first event, not the group join
+            bar.update(n)
+
+        worker = ReplayWorker(pipeline, ends, progress)
         try:
             worker.run()
         finally:
             quiet.setLevel(level)
-    return worker.events, worker.done, time.perf_counter() - started
+    active = worker.last_event_at - (worker.first_event_at or worker.last_event_at)
+    return worker.events, worker.done, time.perf_counter() - started, active
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -479,7 +487,7 @@ def _replay(
         sink.replay_reset(group, plan.reset())  # one transaction: rows, positions, filters
         kafka.commit(group, {p.tp: p.new.next_offset for p in plan.partitions})  # then Kafka, like a flush
         log.info("replay started: positions and filters stored, offsets committed")
-        events, done, seconds = run_worker(target, plan, verbose)
+        events, done, seconds, active = run_worker(target, plan, verbose)
         windows, rows = sink.replay_windows(floor)
     finally:
         if sink is not None and sink is not live:
@@ -492,8 +500,8 @@ def _replay(
         return 1
     since = "" if floor == NO_WATERMARK else f" from {iso(floor)}"
     out.write(
-        f"replayed {events:,} events in {seconds:.1f} s ({events / max(seconds, 1e-9):,.0f} events/s), "
-        f"recomputed {windows:,} windows ({rows:,} rows){since} in table {target.sink.table}\n"
+        f"replayed {events:,} events in {seconds:.1f} s ({events / max(active, 1e-3):,.0f} events/s from the first "
+        f"to the last), recomputed {windows:,} windows ({rows:,} rows){since} in table {target.sink.table}\n"
     )
     return 0
 

@@ -147,7 +147,10 @@ def replay_filters(p) -> dict[int, tuple[int, int]]:
 
 def test_replay_from_earliest_rebuilds_the_table(kafka: Kafka, pipeline) -> None:
     p = pipeline(partitions=4)
-    events = generate(60_000, 4, seed=31)
+    events: list[tuple[int, Any]] = generate(60_000, 4, seed=31)
+    poison = [b"", b"\x00garbage\xff" * 3, b"\x02\x80"]
+    for i, value in enumerate(poison):  # undecodable messages: counted again, but not sent twice
+        events.insert(15_000 * (i + 1), (i % 4, value))
     kafka.produce(p.topic, events)
     ends = kafka.ends(p.topic)
     run_live(p, kafka, ends)
@@ -161,7 +164,9 @@ def test_replay_from_earliest_rebuilds_the_table(kafka: Kafka, pipeline) -> None
     assert_exact(p, truth, ends)
     assert kafka.committed(p.topic, p.group, 4) == ends
     windows = len({k[0] for k in truth.rows})
-    assert "replayed 60,000 events in" in done.stdout
+    assert "replayed 60,003 events in" in done.stdout
+    assert sum(v[2] for v in p.positions().values()) == len(poison)
+    assert sum(kafka.ends(f"{p.topic}.dlq").values()) == len(poison)  # no dead letter twice
     assert f"recomputed {windows:,} windows ({len(truth.rows):,} rows) in table {TABLE}" in done.stdout
     assert "events/s" in done.stderr and "replay" in done.stderr  # the progress bar
     assert replay_filters(p) == {}  # every partition passed its filter: none is left
@@ -270,6 +275,10 @@ def test_replay_is_refused_while_the_group_has_members(kafka: Kafka, pipeline) -
 
     assert p.stop_all() == [0]
     wait_for(lambda: members(kafka, p.group) == 0, 30, "the group to empty")
+    positions = p.positions()
+    crashed = replay(p, "--from-earliest", "--yes", env={"EVENTFLEET_FAULT": "in_replay_reset@1"})
+    assert crashed.returncode == -signal.SIGKILL  # inside the reset transaction: nothing changed
+    assert p.results() == before and p.positions() == positions and replay_filters(p) == {}
     done = replay(p, "--from-earliest", "--yes")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_exact(p, ground_truth(events), ends)
