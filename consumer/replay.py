@@ -405,12 +405,12 @@ def replay(
         shadow = None
         if into is not None:
             shadow = _check_shadow_name(pipeline, live, into)
+        if swap and shadow is None:
+            raise ConfigError("--swap", "promotes a shadow table", "give --into TABLE too")
         if mode is None:
             if shadow is None or not swap:
                 raise ConfigError("replay", "nothing to do", "give --from-timestamp, --from-earliest or --from-offsets")
             return _swap(pipeline, shadow, live, kafka, dry_run, yes, out)
-        if swap and shadow is None:
-            raise ConfigError("--swap", "promotes a shadow table", "give --into TABLE too")
         if swap and not dry_run and (members := kafka.members(pipeline.kafka.group_id)):
             raise refuse_members(pipeline.kafka.group_id, members,
                                  "--swap promotes the shadow table once the replay is done, so the live fleet "
@@ -428,9 +428,9 @@ def _check_shadow_name(pipeline: Pipeline, live: ReplayableSink, into: str) -> P
     if not IDENTIFIER.match(into):
         raise ConfigError("--into", f"{into!r} is not a plain table name", "use letters, digits and _")
     shadow = shadow_pipeline(pipeline, into)
-    if set(live.replay_tables()) & {
-        into + s for s in ("", "_positions", "_rejects", "_pipeline", "_checkpoints", "_replay")
-    }:
+    ours = live.replay_tables()
+    suffixes = [name[len(pipeline.sink.table) :] for name in ours]
+    if set(ours) & {into + suffix for suffix in suffixes}:
         raise ConfigError("--into", f"{into!r} clashes with the live table {pipeline.sink.table!r} or its companions",
                           "pick another name")  # fmt: skip
     return shadow

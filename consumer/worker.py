@@ -350,10 +350,10 @@ class Worker:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
         self.source.consumer.incremental_assign(partitions)
-        if self.state.check_replaying():
-            log.info("an unfinished replay continues in %s", " ".join(
-                f"{p.topic}[{p.partition}] (until offset {p.replay_until})" for p in self.state.parts.values()
-                if p.replaying))  # fmt: skip
+        if self.state.check_replaying():  # the filters came with the positions: continue the replay exactly
+            replaying = [f"{p.topic}[{p.partition}] until offset {p.replay_until}" for p in self.state.parts.values()
+                         if p.replaying]  # fmt: skip
+            log.info("an unfinished replay continues in %s", ", ".join(replaying))
         metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
         if self.heartbeat_fd is not None:
             os.write(self.heartbeat_fd, JOINED)
