@@ -1,4 +1,4 @@
-"""The ``eventfleet`` command: run, produce, results, kafka, postgres, demo, check-config."""
+"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, demo, check-config."""
 
 import argparse
 import csv
@@ -99,6 +99,37 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--format", choices=("table", "csv", "json"), default="table")
     res.set_defaults(func=_results)
 
+    rep = sub.add_parser("replay", help="recompute windows from a time, the earliest offsets or given offsets, exactly")
+    rep.add_argument("--config", required=True, help="pipeline .toml file")
+    start = rep.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-timestamp",
+        metavar="TIME",
+        help="recompute every window starting at or after TIME "
+        "(ISO 8601 such as 2026-11-20T10:00:00Z, or epoch ms); earlier windows stay as they are",
+    )
+    start.add_argument("--from-earliest", action="store_true", help="recompute everything (the table is rebuilt)")
+    start.add_argument(
+        "--from-offsets",
+        metavar="P:O,...",
+        help="recompute from the earliest window of the events "
+        "at these offsets (PARTITION:OFFSET or TOPIC:PARTITION:OFFSET, comma-separated)",
+    )
+    rep.add_argument(
+        "--into",
+        metavar="TABLE",
+        help="replay into a separate table with its own consumer group "
+        "(a shadow backfill), leaving the live table and group untouched",
+    )
+    rep.add_argument(
+        "--swap",
+        action="store_true",
+        help="promote the --into table to the live table (alone, or after the replay); needs the live fleet stopped",
+    )
+    rep.add_argument("--dry-run", action="store_true", help="print the plan per partition and stop")
+    rep.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rep.set_defaults(func=_replay)
+
     check = sub.add_parser(
         "check-config", help="validate a pipeline file, check that the sink can be written, print what it computes"
     )
@@ -156,6 +187,20 @@ def _produce(args: argparse.Namespace) -> int:
         f"{_iso(s.last_event_ms)}"
     )
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import Mode, parse_offsets, parse_timestamp, replay
+
+    pipeline = config.load(args.config)
+    mode = None
+    if args.from_timestamp is not None:
+        mode = Mode("timestamp", timestamp_ms=parse_timestamp(args.from_timestamp))
+    elif args.from_earliest:
+        mode = Mode("earliest")
+    elif args.from_offsets is not None:
+        mode = Mode("offsets", offsets=parse_offsets(args.from_offsets))
+    return replay(pipeline, mode, args.into, args.swap, args.dry_run, args.yes, args.verbose)
 
 
 def _iso(ms: int) -> str:

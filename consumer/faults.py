@@ -2,7 +2,8 @@
 
 ``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
 ``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
-``after_sink_commit`` (before the Kafka commit). ``"POINT@N:sleep=S"`` stalls there for S
+``after_sink_commit`` (before the Kafka commit), ``in_replay_reset`` (inside the replay's reset
+transaction, before COMMIT). ``"POINT@N:sleep=S"`` stalls there for S
 seconds instead, once (a worker stuck in a sink call past its poll interval). With
 ``EVENTFLEET_FAULT_ONCE=PATH`` the fault fires in one process only: the first to fire creates
 PATH, and a process that finds it at start is disarmed (a restarted worker runs clean).

@@ -5,6 +5,8 @@ traceback and re-raised from the next :meth:`Source.consume`, never swallowed.
 """
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +52,17 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
         "queued.max.messages.kbytes": 16 * 1024,
         "queued.min.messages": 20_000,  # per partition; small events would otherwise queue 100k each
+        "client.id": client_id(),
     }
     settings.update(pipeline.kafka.config)
     settings["error_cb"] = _log_client_error
     return settings
+
+
+def client_id() -> str:
+    """Names the host and process (and its supervisor) of a group member, so that ``eventfleet
+    replay`` can say which members are still running and whom to stop."""
+    return f"eventfleet-{socket.gethostname()}-pid{os.getpid()}-ppid{os.getppid()}"
 
 
 def _log_client_error(error: KafkaError) -> None:

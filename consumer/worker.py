@@ -92,6 +92,7 @@ class Worker:
                         log.info("first message at %.3f", time.time())
                     self.process(messages)
                     self.last_event_at = time.perf_counter()
+                self.after_batch(len(messages))
                 now = time.monotonic()
                 if now >= next_flush:
                     next_flush = time.monotonic() + self._flush_or_pause(interval_s)
@@ -115,8 +116,12 @@ class Worker:
         """The hot loop: every message of a batch, in offset order per partition.
 
         (``Any``: confluent-kafka types each Message accessor as optional, but a message
-        without error has them all.)
+        without error has them all.) While a replay filter is active in some partition, the
+        batch goes to :meth:`process_replay` instead: the normal path pays one check per batch.
         """
+        if self.state.replaying:
+            self.process_replay(messages)
+            return
         parts = self.state.parts
         partials = self.state.partials
         decode, update = self.decode, self.update
@@ -163,11 +168,71 @@ class Worker:
             update(partials, ws, record)
         if part is not None:
             part.next_offset = last.offset() + 1
-        self.events += len(messages)
-        self.invalid_caps.check(len(messages), len(self.state.rejects) - rejected_before)
-        metrics.EVENTS_CONSUMED.inc(len(messages))
-        metrics.EVENTS_AGGREGATED.inc(len(messages) - skipped)
-        metrics.TRACKED_KEYS.set(len(partials))
+        self._processed(len(messages), skipped, rejected_before)
+
+    def process_replay(self, messages: list[Any]) -> None:
+        """:meth:`process` with the replay filters (sinks.ReplayFilter) of the partitions that have
+        one: below a partition's ``until`` offset, an event of a window starting before ``floor``
+        moves the watermark and is judged late or not exactly as before, but is not aggregated
+        (its window was kept and holds it already), and an undecodable message is only counted
+        (its reject row and dead letter exist). Partitions without a filter have until = 0."""
+        parts = self.state.parts
+        partials = self.state.partials
+        decode, update = self.decode, self.update
+        size = self.pipeline.window.size_ms
+        closes_after = size + self.pipeline.window.grace_ms
+        time_field = self.pipeline.window.time_field
+        rejected_before = len(self.state.rejects)
+        skipped = 0
+        for msg in messages:
+            if msg.error() is not None:
+                self._on_error(msg)
+                skipped += 1
+                continue
+            part = parts.get((msg.topic(), msg.partition()))
+            if part is None:
+                skipped += 1
+                continue
+            offset = msg.offset()
+            seen = offset < part.replay_until  # read before the replay began
+            try:
+                record = decode(msg.value())
+            except Exception as e:
+                if seen:
+                    part.invalid_events += 1
+                    part.next_offset = offset + 1
+                else:
+                    self._reject(part, msg, e)
+                skipped += 1
+                continue
+            t = record[time_field] if time_field else msg.timestamp()[1]
+            ws = t - t % size
+            if t > part.watermark:
+                part.watermark = t
+            elif ws + closes_after <= part.watermark:
+                part.late_events += 1
+                part.next_offset = offset + 1
+                skipped += 1
+                continue
+            part.next_offset = offset + 1
+            if seen and ws < part.replay_floor:
+                skipped += 1  # its window was kept by the replay and holds this event already
+                continue
+            update(partials, ws, record)
+        self.state.check_replaying()
+        self._processed(len(messages), skipped, rejected_before)
+
+    def _processed(self, messages: int, skipped: int, rejected_before: int) -> None:
+        self.state.note_passed(self.pipeline.window.size_ms)
+        self.events += messages
+        self.invalid_caps.check(messages, len(self.state.rejects) - rejected_before)
+        metrics.EVENTS_CONSUMED.inc(messages)
+        metrics.EVENTS_AGGREGATED.inc(messages - skipped)
+        metrics.TRACKED_KEYS.set(len(self.state.partials))
+
+    def after_batch(self, messages: int) -> None:
+        """Called once per turn of the loop with the batch size (0 when the poll timed out);
+        the replay command uses it for its progress bar and its stop condition."""
 
     def _reject(self, part: PartitionState, msg: Any, error: Exception) -> None:
         offset = msg.offset()
@@ -297,6 +362,10 @@ class Worker:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
         self.source.consumer.incremental_assign(partitions)
+        if self.state.check_replaying():  # the filters came with the positions: continue the replay exactly
+            replaying = [f"{p.topic}[{p.partition}] until offset {p.replay_until}" for p in self.state.parts.values()
+                         if p.replaying]  # fmt: skip
+            log.info("an unfinished replay continues in %s", ", ".join(replaying))
         metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
         if self.heartbeat_fd is not None:
             os.write(self.heartbeat_fd, JOINED)
@@ -317,6 +386,7 @@ class Worker:
             self.state.parts.pop((p.topic, p.partition), None)
             with contextlib.suppress(KeyError):  # no lag reported for it yet
                 metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
+        self.state.check_replaying()
         metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
 
     def _rewind(self, keys: list[TopicPartition]) -> None:
@@ -334,6 +404,7 @@ class Worker:
                 self.state.parts[key] = PartitionState.from_position(position)
                 offset = position.next_offset
             self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
+        self.state.check_replaying()
         log.warning("rewound %d partitions to the sink's positions", len(keys))
 
 

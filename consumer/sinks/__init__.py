@@ -3,10 +3,14 @@
 Every sink implements :class:`Sink`. ``write`` is the heart of exactness (DESIGN, flush step 2):
 it merges the partials into the aggregates table and compare-and-sets the position rows in one
 transaction, or changes nothing and raises :class:`~consumer.errors.PositionConflict`.
+
+A sink that also implements :class:`ReplayableSink` supports ``eventfleet replay`` (README,
+"Replay"): its ``write`` records checkpoints, its ``read_positions`` returns the replay filter
+stored with each position, and its ``replay_*`` methods reset, clone and swap tables.
 """
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from ..aggregate import State
 from ..config import Pipeline
@@ -27,6 +31,23 @@ class Position:
     watermark: int
     late_events: int = 0
     invalid_events: int = 0
+    replay: "ReplayFilter | None" = None  # an unfinished replay of this partition (replayable sinks)
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    """What a replay from window ``floor`` must not aggregate again in one partition.
+
+    Offsets below ``until`` were read before the replay, and windows starting before ``floor``
+    were kept, so they already hold those events: an event below ``until`` whose window starts
+    before ``floor`` still moves the watermark and the late count, but is not aggregated (and an
+    undecodable message below ``until`` is counted, its reject row and dead letter exist). From
+    ``until`` on, the partition is processed normally. Stored with the position, so any worker
+    that takes the partition over continues the replay exactly.
+    """
+
+    floor: int
+    until: int
 
 
 @dataclass
@@ -45,10 +66,13 @@ class Reject:
 
 @dataclass
 class PositionWrite:
-    """A new position and the one this worker last read or wrote (None: no row expected)."""
+    """A new position and the one this worker last read or wrote (None: no row expected), with the
+    states the partition passed through since the last flush (for replay checkpoints: each is the
+    exact position, watermark and counts after some offset below ``new``'s)."""
 
     new: Position
     expected_offset: int | None
+    passed: list[Position] = field(default_factory=list)
 
 
 class Sink(Protocol):
@@ -65,6 +89,79 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class ReplayReset:
+    """One replay's reset of a group, applied by :meth:`ReplayableSink.replay_reset` atomically."""
+
+    windows_from: int  # aggregate rows of windows starting here or later are deleted
+    positions: list[Position]  # every partition's new position, with its filter (``replay``) if any
+    forget_checkpoints: bool = False  # a rebuild from the earliest offsets: old checkpoints may not hold
+
+
+@runtime_checkable
+class ReplayableSink(Sink, Protocol):
+    """A sink that ``eventfleet replay`` can rewind (README, "Replay").
+
+    On top of :class:`Sink`:
+
+    - ``write`` also keeps **checkpoints** per (group, topic, partition, window of the watermark):
+      of the positions it writes and the states they passed (``PositionWrite.passed``), the one
+      with the highest offset in each window of the watermark, in the same transaction;
+    - ``read_positions`` sets ``Position.replay`` to the stored filter while the position is below
+      its ``until``;
+    - the ``replay_*`` methods below.
+    """
+
+    def replay_checkpoints(
+        self, group: str, watermark_below: int, offset_at_most: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, Position]:
+        """Per partition of ``offset_at_most``, the checkpoint with the highest offset whose watermark
+        is below ``watermark_below`` and whose offset is at most the given one (absent: none)."""
+        ...
+
+    def replay_reset(self, group: str, reset: ReplayReset) -> int:
+        """In one transaction: delete the aggregate rows of windows from ``reset.windows_from``, set
+        every position (unconditionally: no worker may run) and its filter, drop the group's other
+        filters (and its checkpoints if asked). Returns the rows deleted."""
+        ...
+
+    def replay_windows(self, windows_from: int) -> tuple[int, int]:
+        """How many windows starting at or after ``windows_from``, and how many rows, the table holds."""
+        ...
+
+    def replay_tables(self) -> list[str]:
+        """The names of the tables this sink keeps for its table (aggregates first)."""
+        ...
+
+    def replay_table_exists(self, table: str) -> bool:
+        """Whether the aggregates table ``table`` exists next to this one (creates nothing)."""
+        ...
+
+    def replay_clone(self, table: str, group: str, to_group: str, windows_below: int) -> None:
+        """In one transaction (a consistent snapshot): copy this table's rows of windows starting
+        before ``windows_below``, and ``group``'s positions, filters, checkpoints and every reject,
+        into the (empty) tables of ``table`` under ``to_group``."""
+        ...
+
+    def replay_swap(self, table: str, group: str, other_group: str) -> None:
+        """In one transaction: exchange this table (and its positions, rejects, checkpoints, filters)
+        with ``table``, and their groups: ``table``'s ``other_group`` rows become ``group``'s under
+        this table's name, and this table's ``group`` rows become ``other_group``'s under ``table``."""
+        ...
+
+
+def replayable(sink: Sink, sink_type: str) -> ReplayableSink:
+    """The sink as a :class:`ReplayableSink`, or a clear error for a sink that cannot replay."""
+    if not isinstance(sink, ReplayableSink):
+        raise ConfigError(
+            "sink.type",
+            f"the {sink_type} sink does not support replay yet (it keeps no checkpoints to rewind to)",
+            "replay with a sink that does (sqlite), or recompute by pointing a fresh [sink] table and "
+            "[kafka] group_id at the topic",
+        )
+    return sink
 
 
 def open_sink(pipeline: Pipeline) -> Sink:

@@ -1,7 +1,9 @@
 """The embedded default sink: one SQLite file, shared safely by the workers of one machine.
 
 Tables: ``<table>`` (the aggregates), ``<table>_positions`` (per group/topic/partition: next
-offset, watermark, late and invalid counts) and ``<table>_rejects`` (undecodable messages).
+offset, watermark, late and invalid counts), ``<table>_rejects`` (undecodable messages),
+``<table>_pipeline`` (what the table computes), and for replay ``<table>_checkpoints`` (past
+positions, one per window of the watermark) and ``<table>_replay`` (the filters of a replay).
 WAL mode lets readers see results while workers write; ``BEGIN IMMEDIATE`` serialises writers.
 """
 
@@ -15,7 +17,8 @@ from .. import faults
 from ..aggregate import State
 from ..config import Pipeline
 from ..errors import PositionConflict, SinkError
-from . import Position, PositionWrite, Reject, TopicPartition
+from ..window import NO_WATERMARK
+from . import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
 
 _SQL_TYPES = {
     "long": "INTEGER",
@@ -25,6 +28,12 @@ _SQL_TYPES = {
     "double": "REAL",
 }
 BUSY_TIMEOUT_S = 5.0  # a database locked longer is a sink failure: the worker pauses and retries
+TABLE_SUFFIXES = ("", "_positions", "_rejects", "_pipeline", "_checkpoints", "_replay")
+# Checkpoints: one per window of the watermark (lossless for window-aligned replays); those more
+# than CHECKPOINT_DENSE_MS of event time behind a partition's watermark are thinned to one per
+# CHECKPOINT_SPARSE_MS. Any subset of checkpoints is still exact: a replay may just rewind further.
+CHECKPOINT_DENSE_MS = 7 * 24 * 3_600_000
+CHECKPOINT_SPARSE_MS = 3_600_000
 
 
 def pipeline_signature(pipeline: Pipeline) -> str:
@@ -74,6 +83,9 @@ class SqliteSink:
         )
         self._positions = _q(f"{self.table}_positions")
         self._rejects = _q(f"{self.table}_rejects")
+        self._checkpoints = _q(f"{self.table}_checkpoints")
+        self._replay = _q(f"{self.table}_replay")
+        self._checkpoint_windows: dict[tuple[str, str, int], int] = {}  # last watermark window written
 
     def _create(self, columns: dict[str, str], key_cols: list[str]) -> None:
         defs = [f"{_q(c)} {_SQL_TYPES.get(t, 'TEXT')} NOT NULL" for c, t in columns.items()]
@@ -102,6 +114,19 @@ class SqliteSink:
             "timestamp_ms INTEGER NOT NULL, key BLOB, value BLOB, error TEXT NOT NULL, "
             "PRIMARY KEY (topic, partition, kafka_offset))"
         )
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {_q(self.table + '_checkpoints')} ("
+            "consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+            "watermark_window INTEGER NOT NULL, next_offset INTEGER NOT NULL, watermark INTEGER NOT NULL, "
+            "late_events INTEGER NOT NULL, invalid_events INTEGER NOT NULL, written_at_ms INTEGER NOT NULL, "
+            "PRIMARY KEY (consumer_group, topic, partition, watermark_window))"
+        )
+        self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {_q(self.table + '_replay')} ("
+            "consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+            "windows_from INTEGER NOT NULL, until_offset INTEGER NOT NULL, started_at_ms INTEGER NOT NULL, "
+            "PRIMARY KEY (consumer_group, topic, partition))"
+        )
 
     def _check_signature(self) -> None:
         """Refuse a table written by a pipeline that computes something else (same columns,
@@ -122,11 +147,18 @@ class SqliteSink:
     def read_positions(self, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, Position]:
         wanted = set(partitions)
         rows = self.db.execute(
-            "SELECT topic, partition, next_offset, watermark, late_events, invalid_events "
-            f"FROM {self._positions} WHERE consumer_group = ?",
+            "SELECT p.topic, p.partition, p.next_offset, p.watermark, p.late_events, p.invalid_events, "
+            f"r.windows_from, r.until_offset FROM {self._positions} p LEFT JOIN {self._replay} r "
+            "ON r.consumer_group = p.consumer_group AND r.topic = p.topic AND r.partition = p.partition "
+            "AND r.until_offset > p.next_offset WHERE p.consumer_group = ?",  # a filter passed is inert
             (group,),
         )
-        return {(r[0], r[1]): Position(*r) for r in rows if (r[0], r[1]) in wanted}
+        found = {}
+        for topic, partition, offset, watermark, late, invalid, floor, until in rows:
+            if (topic, partition) in wanted:
+                replay = None if floor is None else ReplayFilter(floor, until)
+                found[(topic, partition)] = Position(topic, partition, offset, watermark, late, invalid, replay)
+        return found
 
     def write(self, group: str, partials: State, positions: list[PositionWrite], rejects: list[Reject]) -> None:
         now_ms = int(time.time() * 1000)
@@ -142,6 +174,7 @@ class SqliteSink:
                     db.execute("ROLLBACK")
                     raise PositionConflict(conflicts)
                 db.executemany(self._upsert, ((k[0], k[0] + size, *k[1:], *v) for k, v in partials.items()))
+                self._checkpoint(group, positions, now_ms)
                 db.executemany(
                     f"INSERT OR REPLACE INTO {self._rejects} VALUES (?, ?, ?, ?, ?, ?, ?)",
                     ((r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.error) for r in rejects),
@@ -172,6 +205,174 @@ class SqliteSink:
                 (*values, group, p.topic, p.partition, w.expected_offset),
             )
         return cur.rowcount == 1
+
+    def _checkpoint(self, group: str, positions: list[PositionWrite], now_ms: int) -> None:
+        """Keep each new position as a checkpoint, the highest offset per window of its watermark
+        (a replay rewinds to the last one whose watermark is below the replayed windows), and drop
+        the replay filters the positions have passed."""
+        for w in positions:
+            for p in [*w.passed, w.new]:
+                self._keep_checkpoint(group, p, now_ms)
+            p = w.new
+            self.db.execute(  # a replay filter is done with once the position passed it
+                f"DELETE FROM {self._replay} WHERE consumer_group = ? AND topic = ? AND partition = ? "
+                "AND until_offset <= ?",
+                (group, p.topic, p.partition, p.next_offset),
+            )
+            key = (group, p.topic, p.partition)
+            wm_window = self._watermark_window(p.watermark)
+            if self._checkpoint_windows.get(key) != wm_window and p.watermark != NO_WATERMARK:
+                self._checkpoint_windows[key] = wm_window
+                self._thin_checkpoints(key, p.watermark - CHECKPOINT_DENSE_MS)
+
+    def _watermark_window(self, watermark: int) -> int:
+        return watermark if watermark == NO_WATERMARK else watermark - watermark % self.window_size_ms
+
+    def _keep_checkpoint(self, group: str, p: Position, now_ms: int) -> None:
+        """Upsert one checkpoint; within a window of the watermark the highest offset wins (a
+        replay writing the same states again never moves one back)."""
+        wm_window = self._watermark_window(p.watermark)
+        self.db.execute(
+            f"INSERT INTO {self._checkpoints} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (consumer_group, topic, partition, watermark_window) DO UPDATE SET "
+            "next_offset = excluded.next_offset, watermark = excluded.watermark, late_events = "
+            "excluded.late_events, invalid_events = excluded.invalid_events, written_at_ms = "
+            "excluded.written_at_ms WHERE excluded.next_offset > next_offset",
+            (group, p.topic, p.partition, wm_window, p.next_offset, p.watermark, p.late_events, p.invalid_events,
+             now_ms),
+        )  # fmt: skip
+
+    def _thin_checkpoints(self, key: tuple[str, str, int], cutoff: int) -> None:
+        """Below ``cutoff`` (event time), keep only the last checkpoint per CHECKPOINT_SPARSE_MS.
+        Runs when a partition's watermark enters a new window, so at most once per flush."""
+        self.db.execute(
+            f"DELETE FROM {self._checkpoints} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, next_offset, "
+            "max(next_offset) OVER (PARTITION BY watermark_window - watermark_window % ?) AS keep "
+            f"FROM {self._checkpoints} WHERE consumer_group = ? AND topic = ? AND partition = ? "
+            "AND watermark_window < ? AND watermark_window > ?) WHERE next_offset < keep)",
+            (CHECKPOINT_SPARSE_MS, *key, cutoff, NO_WATERMARK),
+        )
+
+    # -- replay (ReplayableSink) ----------------------------------------------------------------
+
+    def replay_checkpoints(
+        self, group: str, watermark_below: int, offset_at_most: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, Position]:
+        found = {}
+        for (topic, partition), most in offset_at_most.items():
+            row = self.db.execute(
+                "SELECT next_offset, watermark, late_events, invalid_events "
+                f"FROM {self._checkpoints} WHERE consumer_group = ? AND topic = ? AND partition = ? "
+                "AND watermark_window < ? AND watermark < ? AND next_offset <= ? "
+                "ORDER BY next_offset DESC LIMIT 1",
+                (group, topic, partition, watermark_below, watermark_below, most),
+            ).fetchone()
+            if row is not None:
+                found[(topic, partition)] = Position(topic, partition, *row)
+        return found
+
+    def replay_reset(self, group: str, reset: ReplayReset) -> int:
+        now_ms = int(time.time() * 1000)
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = db.execute(
+                    f"DELETE FROM {_q(self.table)} WHERE window_start >= ?", (reset.windows_from,)
+                ).rowcount
+                db.execute(f"DELETE FROM {self._replay} WHERE consumer_group = ?", (group,))
+                if reset.forget_checkpoints:
+                    db.execute(f"DELETE FROM {self._checkpoints} WHERE consumer_group = ?", (group,))
+                for p in reset.positions:
+                    db.execute(
+                        f"INSERT OR REPLACE INTO {self._positions} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (group, p.topic, p.partition, p.next_offset, p.watermark, p.late_events,
+                         p.invalid_events, now_ms),
+                    )  # fmt: skip
+                    if p.replay is not None:
+                        db.execute(
+                            f"INSERT INTO {self._replay} VALUES (?, ?, ?, ?, ?, ?)",
+                            (group, p.topic, p.partition, p.replay.floor, p.replay.until, now_ms),
+                        )
+                faults.reach("in_replay_reset")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise SinkError(f"SQLite replay reset of {str(self.pipeline.sink.path)!r} failed: {e}") from e
+        self._checkpoint_windows.clear()
+        return int(deleted)
+
+    def replay_windows(self, windows_from: int) -> tuple[int, int]:
+        windows, rows = self.db.execute(
+            f"SELECT count(DISTINCT window_start), count(*) FROM {_q(self.table)} WHERE window_start >= ?",
+            (windows_from,),
+        ).fetchone()
+        return int(windows), int(rows)
+
+    def replay_tables(self) -> list[str]:
+        return [self.table + suffix for suffix in TABLE_SUFFIXES]
+
+    def replay_table_exists(self, table: str) -> bool:
+        found = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        return found.fetchone() is not None
+
+    def replay_clone(self, table: str, group: str, to_group: str, windows_below: int) -> None:
+        db = self.db
+        src = self.table
+        try:
+            db.execute("BEGIN IMMEDIATE")  # one snapshot: rows and positions of the same flushes
+            try:
+                for suffix in ("", "_positions", "_checkpoints", "_replay"):
+                    (n,) = db.execute(f"SELECT count(*) FROM {_q(table + suffix)}").fetchone()
+                    if n:
+                        raise SinkError(f"cannot clone {src!r} into {table!r}: {table + suffix} is not empty")
+                db.execute(f"INSERT INTO {_q(table)} SELECT * FROM {_q(src)} WHERE window_start < ?", (windows_below,))
+                for suffix in ("_positions", "_checkpoints", "_replay"):
+                    columns = [r[1] for r in db.execute(f"PRAGMA table_info({_q(src + suffix)})")]
+                    picked = ", ".join("?" if c == "consumer_group" else _q(c) for c in columns)
+                    db.execute(
+                        f"INSERT INTO {_q(table + suffix)} SELECT {picked} FROM {_q(src + suffix)} "
+                        "WHERE consumer_group = ?",
+                        (to_group, group),
+                    )
+                db.execute(f"INSERT OR IGNORE INTO {_q(table + '_rejects')} SELECT * FROM {_q(src + '_rejects')}")
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise SinkError(f"SQLite clone of {src!r} into {table!r} failed: {e}") from e
+
+    def replay_swap(self, table: str, group: str, other_group: str) -> None:
+        db = self.db
+        live = self.table
+        parked = f"eventfleet_swap_{live}"
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for suffix in TABLE_SUFFIXES:
+                    db.execute(f"ALTER TABLE {_q(live + suffix)} RENAME TO {_q(parked + suffix)}")
+                    db.execute(f"ALTER TABLE {_q(table + suffix)} RENAME TO {_q(live + suffix)}")
+                    db.execute(f"ALTER TABLE {_q(parked + suffix)} RENAME TO {_q(table + suffix)}")
+                for name in (live, table):
+                    for suffix in ("_positions", "_checkpoints", "_replay"):
+                        db.execute(
+                            f"UPDATE {_q(name + suffix)} SET consumer_group = CASE consumer_group "
+                            "WHEN ? THEN ? ELSE ? END WHERE consumer_group IN (?, ?)",
+                            (group, other_group, group, group, other_group),
+                        )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise SinkError(f"SQLite swap of {live!r} and {table!r} failed: {e}") from e
+        self._checkpoint_windows.clear()
 
     def results(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         order = ", ".join(map(_q, ["window_start", *self.pipeline.aggregate.group_by]))
