@@ -1,7 +1,8 @@
 """Fault injection for the crash tests; does nothing unless EVENTFLEET_FAULT is set.
 
 ``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
-``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
+``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT; in the kafka
+sink: records acknowledged and offsets sent to the transaction, before commit_transaction) or
 ``after_sink_commit`` (before the Kafka commit). ``"POINT@N:sleep=S"`` stalls there for S
 seconds instead, once (a worker stuck in a sink call past its poll interval). With
 ``EVENTFLEET_FAULT_ONCE=PATH`` the fault fires in one process only: the first to fire creates

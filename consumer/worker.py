@@ -30,7 +30,7 @@ from .dlq import DeadLetters
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
-from .sinks import Reject, Sink, TopicPartition, open_sink
+from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
 from .source import Source
 from .state import PartitionState, WorkerState
 
@@ -55,6 +55,7 @@ class Worker:
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
+        self.by_partition = partials_by_partition(self.sink)
         self.source: Source | None = None
         self.stopping = False
         self.invalid_caps = InvalidCaps(pipeline.dlq)
@@ -78,6 +79,7 @@ class Worker:
             _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
         self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
+        use_consumer(self.sink, source.consumer)
         self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
@@ -99,8 +101,8 @@ class Worker:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_INTERVAL_S
             self._final_flush()
-            for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
-                if commit_to_kafka(source.consumer, self.state):
+            for _ in range(SHUTDOWN_COMMIT_TRIES if not positions_in_kafka(self.sink) else 0):
+                if commit_to_kafka(source.consumer, self.state):  # no later flush retries a failed commit
                     break
                 time.sleep(0.5)
         finally:
@@ -123,6 +125,7 @@ class Worker:
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
         time_field = self.pipeline.window.time_field
+        by_partition = self.by_partition
         rejected_before = len(self.state.rejects)
         skipped = 0  # not aggregated: errors, revoked, rejected, late
         for msg in messages:
@@ -149,6 +152,8 @@ class Worker:
                 part.next_offset = msg.offset() + 1
                 skipped += 1
                 continue
+            if by_partition:  # the sink writes each partition's partials apart (sinks/__init__.py)
+                ws = (ws, part.topic, part.partition)
             update(partials, ws, record)
             part.next_offset = msg.offset() + 1
         self.events += len(messages)
@@ -207,7 +212,9 @@ class Worker:
         stats = json.loads(stats_json)
         for topic, t in stats.get("topics", {}).items():
             for p, info in t.get("partitions", {}).items():
-                lag = info.get("consumer_lag", -1)
+                lag = info.get("consumer_lag_stored", -1)  # offsets stored by a sink that commits them itself
+                if lag < 0:
+                    lag = info.get("consumer_lag", -1)
                 if lag >= 0 and (topic, int(p)) in self.state.parts:
                     metrics.CONSUMER_LAG.labels(topic, p).set(lag)
 
@@ -311,7 +318,13 @@ class Worker:
         """Drop all unflushed work and seek these partitions back to the sink's positions."""
         assert self.source is not None
         self.state.clear()
-        stored = self.sink.read_positions(self.group, keys)
+        try:
+            stored = self.sink.read_positions(self.group, keys)
+        except EventfleetError as e:
+            # The positions in memory are past the discarded partials: no flush may write them
+            # (the one when the consumer closes included). Exit; a fresh start reads the sink.
+            self.state.parts.clear()
+            raise RewindError(f"cannot rewind to the sink's positions after discarding partials: {e}") from e
         for key in keys:
             position = stored.get(key)
             if position is None:  # never flushed: back to where a brand-new sink starts
@@ -323,6 +336,10 @@ class Worker:
                 offset = position.next_offset
             self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
         log.warning("rewound %d partitions to the sink's positions", len(keys))
+
+
+class RewindError(EventfleetError):
+    """The sink's positions could not be read after partials were discarded: the worker exits."""
 
 
 class InvalidInputError(EventfleetError):
