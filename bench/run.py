@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from consumer import config, devkafka  # noqa: E402
 from consumer.produce import produce  # noqa: E402
+from consumer.sinks import open_sink  # noqa: E402
 
-CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro")
+CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro", "eventfleet-1-kafka")
 QUIX_VENV = ROOT / "bench" / ".venv-quix"
 QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the same event times every run
@@ -80,7 +81,7 @@ def main() -> int:
             result = RUNNERS[name](work, bootstrap, topic, group, args.events)
             runs[name].append(result)
             print(
-                f"  [{rep + 1}/{args.repeat}] {name:13s} {result['events_per_s']:>10,.0f} events/s  "
+                f"  [{rep + 1}/{args.repeat}] {name:18s} {result['events_per_s']:>10,.0f} events/s  "
                 f"{result['cpu_s_per_m']:6.2f} CPU-s/M  {result['rss_mb']:6.0f} MB",
                 flush=True,
             )
@@ -157,9 +158,9 @@ def run_quix(work: Path, bootstrap: str, topic: str, group: str, events: int) ->
     return run_script(python, "quix_agg.py", work, ["--schema", schema], bootstrap, topic, group, events)
 
 
-def run_eventfleet(workers: int, decoder: str = "fastavro") -> Any:
+def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite") -> Any:
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
-        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder)
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder, sink)
         db = work / f"{group}.db"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
         procs = []
@@ -167,7 +168,10 @@ def run_eventfleet(workers: int, decoder: str = "fastavro") -> Any:
             with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
                 cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)]
                 procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
-        done_at = wait_sink_complete(db, group, topic, events, procs)
+        if sink == "kafka":
+            done_at = wait_offsets_committed(bootstrap, group, topic, events, procs)
+        else:
+            done_at = wait_sink_complete(db, group, topic, events, procs)
         usages = []
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -175,6 +179,10 @@ def run_eventfleet(workers: int, decoder: str = "fastavro") -> Any:
             assert os.waitstatus_to_exitcode(status) == 0, f"a worker failed; see {logs}"
             usages.append(usage)
         firsts = [float(m) for log in logs for m in re.findall(r"first message at ([\d.]+)", log.read_text())]
+        if sink == "kafka":  # the output topic read with read_committed, the deltas combined
+            columns, table = open_sink(config.load(pipeline_file)).results()
+            wanted = [columns.index(c) for c in COLUMNS]
+            return measured(events, min(firsts), done_at, usages, [[r[i] for i in wanted] for r in table])
         with sqlite3.connect(db) as con:
             rows = [
                 list(r)
@@ -194,15 +202,22 @@ RUNNERS = {
     "eventfleet-1": run_eventfleet(1),
     "eventfleet-2": run_eventfleet(2),
     "eventfleet-1-cavro": run_eventfleet(1, "cavro"),
+    "eventfleet-1-kafka": run_eventfleet(1, sink="kafka"),
 }
+COLUMNS = ("window_start", "campaign_id", "event_type", "events", "spend", "min_price", "max_price")
 
 
-def write_pipeline(work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro") -> Path:
-    """The example pipeline (metrics on, SQLite sink) on this topic, group and a fresh database."""
+def write_pipeline(
+    work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro", sink: str = "sqlite"
+) -> Path:
+    """The example pipeline (metrics on, SQLite sink) on this topic, group and a fresh database
+    (or, with ``sink="kafka"``, a fresh output topic <group>.out)."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
     doc["schema"].update(path=str(ROOT / "schemas" / "ad_event.avsc"), decoder=decoder)
     doc["sink"]["path"] = str(work / f"{group}.db")
+    if sink == "kafka":
+        doc["sink"] = {"type": "kafka", "topic": f"{group}.out"}
     doc["flush"]["interval"] = "1s"  # the results are durable at most 1 s after the last event
     path = work / f"{group}.toml"
     path.write_text(tomli_w.dumps(doc))
@@ -227,6 +242,30 @@ def wait_sink_complete(db: Path, group: str, topic: str, events: int, procs: lis
         if any(p.poll() is not None for p in procs):
             raise SystemExit("an eventfleet worker exited early")
         time.sleep(0.02)
+    raise SystemExit("eventfleet did not finish in time")
+
+
+def wait_offsets_committed(
+    bootstrap: str, group: str, topic: str, events: int, procs: list[subprocess.Popen[bytes]]
+) -> float:
+    """The kafka sink: the moment the group's committed offsets (committed in the same
+    transactions as the output records) cover every event (polled every 20 ms)."""
+    probe = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = [confluent_kafka.TopicPartition(topic, p) for p in probe.list_topics(topic).topics[topic].partitions]
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                done = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+            except confluent_kafka.KafkaException:
+                done = 0  # a transaction holds them: not yet
+            if done >= events:
+                return time.time()
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("an eventfleet worker exited early")
+            time.sleep(0.02)
+    finally:
+        probe.close()
     raise SystemExit("eventfleet did not finish in time")
 
 
@@ -306,6 +345,7 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1-cavro", "naive"),
         ("eventfleet-1-cavro", "quix"),
         ("eventfleet-1", "raw"),
+        ("eventfleet-1-kafka", "eventfleet-1"),
     ):
         if a in s and b in s:
             out[f"{a}/{b}"] = s[a]["events_per_s"] / s[b]["events_per_s"]
@@ -314,9 +354,9 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def print_table(s: dict[str, dict[str, float]], events: int) -> None:
     print(f"\nmedian of the runs, {events:,} events:")
-    print(f"{'contender':14s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
+    print(f"{'contender':18s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
     for name, r in s.items():
-        print(f"{name:14s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
+        print(f"{name:18s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
     for k, v in ratios(s).items():
         print(f"{k}: {v:.2f}x")
 

@@ -79,12 +79,12 @@ class Worker:
             _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
         self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
-        use_consumer(self.sink, source.consumer)
         self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
         try:
+            use_consumer(self.sink, source.consumer)
             while not self.stopping:
                 timeout = min(POLL_TIMEOUT_S, max(0.0, next_flush - time.monotonic()))
                 messages = source.consume(BATCH_MAX_MESSAGES, timeout)

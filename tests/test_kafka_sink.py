@@ -176,3 +176,9 @@ def test_group_membership_from_librdkafka_metadata() -> None:
     assert group_membership(left) == (-1, "")
     assert group_membership(b"CGMDv9:whatever") is None
     assert group_membership(object()) is None
+
+
+def test_kafka_example_loads() -> None:
+    p = load(ROOT / "examples" / "ad-stats-kafka.toml")
+    assert (p.sink.type, p.sink.topic) == ("kafka", "ad-stats")
+    assert [f["name"] for f in output_schema(p)["fields"]][-2:] == ["source_topic", "source_partition"]

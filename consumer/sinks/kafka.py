@@ -544,7 +544,7 @@ def check(pipeline: Pipeline) -> list[str]:
     silent = logging.getLogger(f"{__name__}.check")  # librdkafka's own lines: the error raised below says it all
     silent.addHandler(logging.NullHandler())
     silent.propagate = False
-    quiet = {"logger": silent, "error_cb": lambda _error: None}
+    quiet: dict[str, Any] = {"logger": silent, "error_cb": lambda _error: None}
     admin = AdminClient({**pipeline.kafka.client_settings(), **quiet})
     lines = [ensure_topic(pipeline, admin, create=False)]
     settings = {**producer_settings(pipeline, f"eventfleet-check-{uuid.uuid4().hex[:8]}"), **quiet}

@@ -4,14 +4,16 @@ aggregates equal to the ground truth through crashes inside the transaction and 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
-from .conftest import Kafka, assert_exact, combine, generate, ground_truth, read_deltas, wait_for
+from .conftest import OUTPUT_VALUE_SCHEMA, Kafka, assert_exact, combine, generate, ground_truth, read_deltas, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,4 +144,88 @@ def test_worker_stalled_inside_its_transaction_is_exact(kafka: Kafka, pipeline) 
     wait_for(lambda: "flush rolled back" in (p.workdir / "worker-0.log").read_text(), 30)
     p.stop_all()
     assert stalled.returncode == 0
+    assert_exact(p, ground_truth(events), ends)
+
+
+def test_check_config_connects_and_explains(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=3, sink="kafka")
+    ok = eventfleet("check-config", "--config", str(p.path))
+    assert ok.returncode == 0, ok.stderr
+    assert f"output topic {p.out_topic} does not exist: the first worker creates it (3 partitions" in ok.stdout
+    assert "transactions work (transaction.timeout.ms=10000)" in ok.stdout
+    value = next(line for line in ok.stdout.splitlines() if "message value (schemaless Avro): " in line)
+    schema = json.loads(value.split(": ", 1)[1])
+    assert [f["name"] for f in schema["fields"]] == [f["name"] for f in OUTPUT_VALUE_SCHEMA["fields"]]
+
+    text = p.path.read_text()
+    for change, message in [
+        (text.replace(kafka.bootstrap, "127.0.0.1:1"), "cannot reach Kafka at 127.0.0.1:1"),
+        (text.replace('"transaction.timeout.ms" = 10000', '"transaction.timeout.ms" = 3600000'),
+         "transaction.timeout.ms is above the broker's transaction.max.timeout.ms; lower it"),
+        (text + "\n[dlq]\nenabled = false\n", "config error at 'dlq.enabled'"),
+    ]:  # fmt: skip
+        p.path.write_text(change)
+        bad = eventfleet("check-config", "--config", str(p.path))
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert bad.stderr.startswith("eventfleet: ") and len(bad.stderr.splitlines()) == 1  # one line, the fix
+    p.path.write_text(text)
+
+    # a compacted output topic would keep only the last delta of each key: refused, by workers too
+    kafka.admin.create_topics([NewTopic(p.out_topic, 3, 1, config={"cleanup.policy": "compact"})])[p.out_topic].result(
+        30
+    )
+    bad = eventfleet("check-config", "--config", str(p.path))
+    assert bad.returncode == 2
+    assert "config error at 'sink.topic'" in bad.stderr and "cleanup.policy=compact" in bad.stderr
+    worker = p.start_worker()
+    assert worker.wait(60) == 2
+    assert "cleanup.policy=compact" in p.logs()
+
+
+def test_offsets_the_sink_did_not_write_are_refused(kafka: Kafka, pipeline) -> None:
+    """A group that committed plain offsets (here: with the sqlite sink) has no watermark in
+    them: resuming from them could not be exact, so the kafka sink refuses them."""
+    p = pipeline(partitions=2)
+    events = generate(2_000, 2, seed=16)
+    kafka.produce(p.topic, events)
+    ends = kafka.ends(p.topic)
+    p.start_worker()
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    text = p.path.read_text()
+    sink = text[text.index("[sink]") : text.index("[flush]")]
+    p.path.write_text(text.replace(sink, f'[sink]\ntype = "kafka"\ntopic = "{p.out_topic}"\n'))
+    worker = p.start_worker()
+    assert worker.wait(90) == 2
+    assert "that the kafka sink did not write" in p.logs() and "Use a new kafka.group_id" in p.logs()
+
+
+def test_supervised_fleet_with_a_killed_worker_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
+    """eventfleet run with the kafka sink: a worker SIGKILLed mid-stream is restarted, the lag
+    metric follows the offsets committed inside the transactions back to 0, results exact."""
+    from .test_fleet import _free_port, _get, _metric, _worker_pids
+
+    port = _free_port()
+    p = pipeline(partitions=4, flush="500ms", extra='"statistics.interval.ms" = 1000', sink="kafka")
+    events = generate(100_000, 4, seed=17)
+    producing = kafka.produce_in_background(p.topic, events, 12.0)
+    fleet = p.start_fleet(workers=2, metrics_port=port)
+    wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
+    os.kill(_worker_pids(p.fleet_log())[0][-1], signal.SIGKILL)
+    wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
+    assert producing.is_alive()
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+
+    def lag_is_zero() -> bool:
+        text = _get(port, "/metrics")[1]
+        lags = re.findall(r'eventfleet_consumer_lag_messages\{partition="(\d+)",topic="[^"]+"\} ([\d.e+]+)', text)
+        return len(lags) == 4 and all(float(v) == 0 for _, v in lags)
+
+    wait_for(lag_is_zero, 30, "consumer lag 0 on every partition")
+    text = _get(port, "/metrics")[1]
+    assert _metric(text, "eventfleet_flushes_total", 'outcome="ok"') > 0
+    assert _metric(text, "eventfleet_kafka_commits_total") == 0  # the offsets are committed in the transactions
+    assert p.stop(fleet) == 0
     assert_exact(p, ground_truth(events), ends)
