@@ -101,10 +101,11 @@ class Worker:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_INTERVAL_S
             self._final_flush()
-            for _ in range(SHUTDOWN_COMMIT_TRIES if not positions_in_kafka(self.sink) else 0):
-                if commit_to_kafka(source.consumer, self.state):  # no later flush retries a failed commit
-                    break
-                time.sleep(0.5)
+            if not positions_in_kafka(self.sink):  # else the sink's transactions committed them
+                for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
+                    if commit_to_kafka(source.consumer, self.state):
+                        break
+                    time.sleep(0.5)
         finally:
             source.close()
             self.sink.close()
