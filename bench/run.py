@@ -40,8 +40,18 @@ sys.path.insert(0, str(ROOT))
 
 from consumer import config, devkafka, devpostgres  # noqa: E402
 from consumer.produce import produce  # noqa: E402
+from consumer.sinks import open_sink  # noqa: E402
 
-CONTENDERS = ("raw", "naive", "quix", "eventfleet-1", "eventfleet-2", "eventfleet-1-cavro", "eventfleet-1-postgres")
+CONTENDERS = (
+    "raw",
+    "naive",
+    "quix",
+    "eventfleet-1",
+    "eventfleet-2",
+    "eventfleet-1-cavro",
+    "eventfleet-1-postgres",
+    "eventfleet-1-kafka",
+)
 QUIX_VENV = ROOT / "bench" / ".venv-quix"
 QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: the same event times every run
@@ -192,7 +202,7 @@ def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite"
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
         dsn = PG.dsn if sink == "postgres" else None
         server_cpu = PG.server.cpu_seconds() if dsn and PG.server else 0.0
-        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder, dsn)
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder, dsn, sink)
         db = work / f"{group}.db"
         table = pg_table(group) if dsn else "ad_stats"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
@@ -201,7 +211,10 @@ def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite"
             with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
                 cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)]
                 procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
-        done_at = wait_sink_complete(db, group, topic, events, procs, dsn=dsn, table=table)
+        if sink == "kafka":
+            done_at = wait_offsets_committed(bootstrap, group, topic, events, procs)
+        else:
+            done_at = wait_sink_complete(db, group, topic, events, procs, dsn=dsn, table=table)
         usages = []
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -211,6 +224,10 @@ def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite"
         if dsn and PG.server:  # the server's share of the work counts too (SQLite's is in the worker)
             server_cpu = PG.server.cpu_seconds() - server_cpu
         firsts = [float(m) for log in logs for m in re.findall(r"first message at ([\d.]+)", log.read_text())]
+        if sink == "kafka":  # the output topic read with read_committed, the deltas combined
+            columns, rows_out = open_sink(config.load(pipeline_file)).results()
+            wanted = [columns.index(c) for c in COLUMNS]
+            return measured(events, min(firsts), done_at, usages, [[r[i] for i in wanted] for r in rows_out])
         query = f"SELECT window_start, campaign_id, event_type, events, spend, min_price, max_price FROM {table}"
         rows = [list(r) for r in sink_query(db, dsn, query, ())]
         return measured(events, min(firsts), done_at, usages, rows, server_cpu)
@@ -226,7 +243,9 @@ RUNNERS = {
     "eventfleet-2": run_eventfleet(2),
     "eventfleet-1-cavro": run_eventfleet(1, "cavro"),
     "eventfleet-1-postgres": run_eventfleet(1, sink="postgres"),
+    "eventfleet-1-kafka": run_eventfleet(1, sink="kafka"),
 }
+COLUMNS = ("window_start", "campaign_id", "event_type", "events", "spend", "min_price", "max_price")
 
 
 def pg_table(group: str) -> str:
@@ -245,10 +264,17 @@ def sink_query(db: Path, dsn: str | None, query: str, params: tuple[Any, ...]) -
 
 
 def write_pipeline(
-    work: Path, bootstrap: str, topic: str, group: str, decoder: str = "fastavro", dsn: str | None = None
+    work: Path,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    decoder: str = "fastavro",
+    dsn: str | None = None,
+    sink: str = "sqlite",
 ) -> Path:
-    """The example pipeline (metrics on) on this topic, group and a fresh SQLite database, or a
-    fresh table in PostgreSQL when dsn is given."""
+    """The example pipeline (metrics on) on this topic, group and a fresh SQLite database, a
+    fresh table in PostgreSQL when dsn is given, or a fresh output topic <group>.out with
+    ``sink="kafka"``."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
     doc["schema"].update(path=str(ROOT / "schemas" / "ad_event.avsc"), decoder=decoder)
@@ -256,6 +282,8 @@ def write_pipeline(
         doc["sink"]["path"] = str(work / f"{group}.db")
     else:
         doc["sink"] = {"type": "postgres", "dsn": dsn, "table": pg_table(group)}
+    if sink == "kafka":
+        doc["sink"] = {"type": "kafka", "topic": f"{group}.out"}
     doc["flush"]["interval"] = "1s"  # the results are durable at most 1 s after the last event
     path = work / f"{group}.toml"
     path.write_text(tomli_w.dumps(doc))
@@ -295,6 +323,30 @@ def wait_sink_complete(
     finally:
         if pg is not None:
             pg.close()
+    raise SystemExit("eventfleet did not finish in time")
+
+
+def wait_offsets_committed(
+    bootstrap: str, group: str, topic: str, events: int, procs: list[subprocess.Popen[bytes]]
+) -> float:
+    """The kafka sink: the moment the group's committed offsets (committed in the same
+    transactions as the output records) cover every event (polled every 20 ms)."""
+    probe = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = [confluent_kafka.TopicPartition(topic, p) for p in probe.list_topics(topic).topics[topic].partitions]
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                done = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+            except confluent_kafka.KafkaException:
+                done = 0  # a transaction holds them: not yet
+            if done >= events:
+                return time.time()
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("an eventfleet worker exited early")
+            time.sleep(0.02)
+    finally:
+        probe.close()
     raise SystemExit("eventfleet did not finish in time")
 
 
@@ -380,6 +432,7 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1", "raw"),
         ("eventfleet-1-postgres", "eventfleet-1"),
         ("eventfleet-1-postgres", "naive"),
+        ("eventfleet-1-kafka", "eventfleet-1"),
     ):
         if a in s and b in s:
             out[f"{a}/{b}"] = s[a]["events_per_s"] / s[b]["events_per_s"]

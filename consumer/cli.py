@@ -251,12 +251,14 @@ def _check_config(args: argparse.Namespace) -> int:
     from .sinks import check_sink
 
     pipeline = config.load(args.config)
-    sink = check_sink(pipeline)  # reachable and writable, or a SinkError naming the fix
+    sink_lines = check_sink(pipeline)  # connects: a sink the workers could not use is an error here
     print(f"{args.config}: OK")
     print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
     print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
-    print(f"  writes {pipeline.sink.type} table {pipeline.sink.table} ({', '.join(pipeline.column_types())})")
-    print(f"  sink: {sink}")
+    where = f"topic {pipeline.sink.topic}" if pipeline.sink.type == "kafka" else f"table {pipeline.sink.table}"
+    print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
+    for line in sink_lines:
+        print(f"  {line}")
     print("  per event it runs:\n" + updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics))
     return 0
 

@@ -32,11 +32,22 @@ MANAGED_KAFKA_KEYS = {
     "partition.assignment.strategy": "eventfleet needs cooperative-sticky; remove the key",
 }
 ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content of variable NAME
-SINK_TYPES = ("sqlite", "postgres")
-SINK_KEYS = {"sqlite": ("type", "path", "table"), "postgres": ("type", "dsn", "table")}
+SINK_TYPES = ("sqlite", "postgres", "kafka")
+SINK_KEYS = {
+    "sqlite": ("type", "path", "table"),
+    "postgres": ("type", "dsn", "table"),
+    "kafka": ("type", "topic", "config"),
+}
 PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 PG_TABLE_SUFFIX = "_positions"  # the longest suffix of the sink's companion tables
 RESERVED_COLUMNS = ("window_start", "window_end")
+# Producer settings the kafka sink's exactly-once transactions depend on: the user may not override them.
+MANAGED_PRODUCER_KEYS = {
+    "bootstrap.servers": "the output topic must be on the [kafka] cluster (offsets commit in the same transaction)",
+    "transactional.id": "eventfleet gives every worker process its own; remove the key",
+    "enable.idempotence": "transactions need it on; remove the key",
+    "acks": "transactions need acks=all; remove the key",
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +88,10 @@ class AggregateSettings:
 class SinkSettings:
     type: str
     path: Path | None  # sqlite: the database file
-    table: str
+    table: str  # sqlite, postgres
     dsn: str | None = None  # postgres: libpq connection string; None: the PG* environment variables
+    topic: str = ""  # kafka: the output topic
+    config: Mapping[str, Any] = field(default_factory=dict)  # kafka: librdkafka producer settings
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     metrics_port = _port(_table(doc, "metrics", required=False))
     fleet = _fleet(_table(doc, "fleet", required=False))
     dlq = _dlq(_table(doc, "dlq", required=False))
+    if sink.type == "kafka":
+        _check_kafka_sink(kafka, sink, aggregate, dlq)
     known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq"}
     for key in doc:
         if key not in known:
@@ -490,6 +505,8 @@ def _sink(t: Mapping[str, Any], base: Path) -> SinkSettings:
                 f"a {kind} sink takes {', '.join(SINK_KEYS[kind])}: remove {name}"
                 + (f', or set type = "{owner}"' if owner else ""),
             )
+    if kind == "kafka":
+        return _kafka_sink(t)
     table = _identifier("sink.table", t.get("table"))
     if kind == "postgres":
         return SinkSettings(kind, None, table, _dsn(t))
@@ -575,4 +592,53 @@ def _postgres_names(table: str, aggregate: AggregateSettings) -> None:
         if len(name.encode()) > PG_NAME_BYTES:
             raise ConfigError(
                 key, f"{name!r} is longer than PostgreSQL's {PG_NAME_BYTES}-byte column names", "use a shorter name"
+            )
+
+
+def _kafka_sink(t: Mapping[str, Any]) -> SinkSettings:
+    topic = _string(t, "sink.topic", "topic")
+    extra = t.get("config", {})
+    if not isinstance(extra, Mapping):
+        raise ConfigError(
+            "sink.config",
+            "must be a table of librdkafka producer settings",
+            'write [sink.config] then "key" = value lines',
+        )
+    for name, value in extra.items():
+        if name in MANAGED_PRODUCER_KEYS:
+            raise ConfigError(f"sink.config.{name}", "is managed by eventfleet", MANAGED_PRODUCER_KEYS[name])
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"sink.config.{name}", f"must be a string, number or boolean, got {value!r}", "write a scalar value"
+            )
+    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra))
+
+
+KAFKA_SINK_FIELDS = ("source_topic", "source_partition")  # added to every output record
+
+
+def _check_kafka_sink(kafka: KafkaSettings, sink: SinkSettings, aggregate: AggregateSettings, dlq: DlqSettings) -> None:
+    """What the kafka sink needs from the rest of the pipeline."""
+    dead_letters = {dlq.topic or f"{t}.dlq" for t in kafka.topics}
+    if sink.topic in kafka.topics or sink.topic in dead_letters:
+        raise ConfigError(
+            "sink.topic", f"{sink.topic!r} is a source or dead-letter topic", "name a topic only the sink writes to"
+        )
+    if not dlq.enabled:
+        raise ConfigError(
+            "dlq.enabled",
+            "the kafka sink keeps no rejects table, so undecodable messages need the dead-letter topic",
+            "remove dlq.enabled = false (or use the sqlite sink)",
+        )
+    for name in aggregate.group_by:
+        if name in KAFKA_SINK_FIELDS:
+            raise ConfigError(
+                "aggregate.group_by",
+                f"{name!r} clashes with a field the kafka sink adds to every record",
+                "group by other fields, or use the sqlite sink",
+            )
+    for m in aggregate.metrics:
+        if m.name in KAFKA_SINK_FIELDS:
+            raise ConfigError(
+                f"aggregate.metrics.{m.name}", "clashes with a field the kafka sink adds to every record", "rename it"
             )

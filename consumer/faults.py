@@ -1,8 +1,9 @@
 """Fault injection for the crash tests; does nothing unless EVENTFLEET_FAULT is set.
 
 ``EVENTFLEET_FAULT="POINT@N"`` kills this process with SIGKILL the Nth time it reaches POINT:
-``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT) or
-``after_sink_commit`` (before the Kafka commit), ``in_replay_reset`` (inside the replay's reset
+``before_sink_write``, ``in_sink_transaction`` (after the writes, before COMMIT; in the kafka
+sink: records acknowledged and offsets sent to the transaction, before commit_transaction),
+``after_sink_commit`` (before the Kafka commit) or ``in_replay_reset`` (inside the replay's reset
 transaction, before COMMIT). ``"POINT@N:sleep=S"`` stalls there for S
 seconds instead, once (a worker stuck in a sink call past its poll interval). With
 ``EVENTFLEET_FAULT_ONCE=PATH`` the fault fires in one process only: the first to fire creates

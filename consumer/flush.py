@@ -14,7 +14,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from . import faults, metrics
 from .dlq import DeadLetters
 from .errors import PositionConflict, SinkError
-from .sinks import Sink
+from .sinks import Sink, positions_in_kafka
 from .state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,16 @@ def flush(
        another worker moved a position, the sink rolls back and raises PositionConflict: the
        partials are discarded and the caller rewinds to the sink's positions.
     3. Only after that commit: commit the same offsets to Kafka, for lag tools. A failure here
-       is harmless, the sink's positions are the source of truth.
+       is harmless, the sink's positions are the source of truth. (A sink whose positions are
+       the Kafka offsets, the kafka sink, committed them in its transaction: skipped.)
     4. Drop the flushed partials from memory.
     """
     # 1. what to write
     positions = state.pending()
+    kafka_commit = not positions_in_kafka(sink)  # else the sink's transaction committed the offsets
     if not positions and not state.partials:
-        commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
+        if kafka_commit:
+            commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
         return FlushResult()
     started = time.perf_counter()
     # 2. dead letters acknowledged, then one transaction: partials merged + positions compare-and-set
@@ -66,7 +69,8 @@ def flush(
     metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
     faults.reach("after_sink_commit")
     # 3. Kafka commit of the offsets the sink now holds (and any an earlier failure left behind)
-    commit_to_kafka(consumer, state)
+    if kafka_commit:
+        commit_to_kafka(consumer, state)
     # 4. forget what is now durable
     rows = len(state.partials)
     state.clear()

@@ -30,7 +30,7 @@ from .dlq import DeadLetters
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
-from .sinks import Reject, Sink, TopicPartition, open_sink
+from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
 from .source import Source
 from .state import PartitionState, WorkerState
 
@@ -55,6 +55,7 @@ class Worker:
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
+        self.by_partition = partials_by_partition(self.sink)
         self.source: Source | None = None
         self.stopping = False
         self.invalid_caps = InvalidCaps(pipeline.dlq)
@@ -83,6 +84,7 @@ class Worker:
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
         try:
+            use_consumer(self.sink, source.consumer)
             while not self.stopping:
                 timeout = min(POLL_TIMEOUT_S, max(0.0, next_flush - time.monotonic()))
                 messages = source.consume(BATCH_MAX_MESSAGES, timeout)
@@ -100,10 +102,11 @@ class Worker:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_INTERVAL_S
             self._final_flush()
-            for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
-                if commit_to_kafka(source.consumer, self.state):
-                    break
-                time.sleep(0.5)
+            if not positions_in_kafka(self.sink):  # else the sink's transactions committed them
+                for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
+                    if commit_to_kafka(source.consumer, self.state):
+                        break
+                    time.sleep(0.5)
         finally:
             source.close()
             self.sink.close()
@@ -129,6 +132,7 @@ class Worker:
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
         time_field = self.pipeline.window.time_field
         one_topic = len(self.pipeline.kafka.topics) == 1
+        by_partition = self.by_partition
         rejected_before = len(self.state.rejects)
         skipped = 0  # not aggregated: errors, revoked, rejected, late
         # A batch comes in runs of one partition: look the partition up when the run changes, and
@@ -165,6 +169,8 @@ class Worker:
                 part.late_events += 1  # late: counted with the position, never aggregated
                 skipped += 1
                 continue
+            if by_partition:  # the sink writes each partition's partials apart (sinks/__init__.py)
+                ws = (ws, part.topic, part.partition)
             update(partials, ws, record)
         if part is not None:
             part.next_offset = last.offset() + 1
@@ -284,7 +290,9 @@ class Worker:
         stats = json.loads(stats_json)
         for topic, t in stats.get("topics", {}).items():
             for p, info in t.get("partitions", {}).items():
-                lag = info.get("consumer_lag", -1)
+                lag = info.get("consumer_lag_stored", -1)  # offsets stored by a sink that commits them itself
+                if lag < 0:
+                    lag = info.get("consumer_lag", -1)
                 if lag >= 0 and (topic, int(p)) in self.state.parts:
                     metrics.CONSUMER_LAG.labels(topic, p).set(lag)
 
@@ -393,7 +401,13 @@ class Worker:
         """Drop all unflushed work and seek these partitions back to the sink's positions."""
         assert self.source is not None
         self.state.clear()
-        stored = self.sink.read_positions(self.group, keys)
+        try:
+            stored = self.sink.read_positions(self.group, keys)
+        except EventfleetError as e:
+            # The positions in memory are past the discarded partials: no flush may write them
+            # (the one when the consumer closes included). Exit; a fresh start reads the sink.
+            self.state.parts.clear()
+            raise RewindError(f"cannot rewind to the sink's positions after discarding partials: {e}") from e
         for key in keys:
             position = stored.get(key)
             if position is None:  # never flushed: back to where a brand-new sink starts
@@ -406,6 +420,10 @@ class Worker:
             self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
         self.state.check_replaying()
         log.warning("rewound %d partitions to the sink's positions", len(keys))
+
+
+class RewindError(EventfleetError):
+    """The sink's positions could not be read after partials were discarded: the worker exits."""
 
 
 class InvalidInputError(EventfleetError):

@@ -7,6 +7,17 @@ transaction, or changes nothing and raises :class:`~consumer.errors.PositionConf
 A sink that also implements :class:`ReplayableSink` supports ``eventfleet replay`` (README,
 "Replay"): its ``write`` records checkpoints, its ``read_positions`` returns the replay filter
 stored with each position, and its ``replay_*`` methods reset, clone and swap tables.
+
+Optional capabilities, read through the helpers at the end of this module (a sink without them
+is a database sink that stores its positions in its own table):
+
+- ``positions_in_kafka = True``: the positions are the group's committed Kafka offsets,
+  committed inside the sink's own transaction; flush step 3 (the plain Kafka commit) is skipped,
+  since it would overwrite them.
+- ``partials_by_partition = True``: the worker folds events under
+  ``((window_start, topic, partition), *group_by)`` instead of ``(window_start, *group_by)``, so
+  the sink can write each partition's partials apart.
+- ``use_consumer(consumer)``: called once the worker's consumer exists.
 """
 
 from dataclasses import dataclass, field
@@ -174,18 +185,44 @@ def open_sink(pipeline: Pipeline) -> Sink:
         from .postgres import PostgresSink
 
         return PostgresSink(pipeline)
-    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite or postgres")
+    if pipeline.sink.type == "kafka":
+        from .kafka import KafkaSink
+
+        return KafkaSink(pipeline)
+    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite, postgres or kafka")
 
 
-def check_sink(pipeline: Pipeline) -> str:
-    """For ``check-config``: whether the sink can be reached and written, without writing; one
-    line that says what was checked, or a SinkError that says what is wrong and the fix."""
+def check_sink(pipeline: Pipeline) -> list[str]:
+    """For ``check-config``: whether the sink can be reached and written, without writing; lines
+    that say what was checked and what a worker will find, or an EventfleetError (a SinkError for
+    an unreachable sink) that says what is wrong and the fix."""
     if pipeline.sink.type == "sqlite":
         from .sqlite import check
 
-        return check(pipeline)
+        return [check(pipeline)]
     if pipeline.sink.type == "postgres":
         from .postgres import check as check_postgres
 
-        return check_postgres(pipeline)
-    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite or postgres")
+        return [check_postgres(pipeline)]
+    if pipeline.sink.type == "kafka":
+        from .kafka import check as check_kafka
+
+        return check_kafka(pipeline)
+    raise ConfigError("sink.type", f"unknown sink {pipeline.sink.type!r}", "use sqlite, postgres or kafka")
+
+
+def positions_in_kafka(sink: Sink) -> bool:
+    """The sink's positions are the committed Kafka offsets (it commits them itself)."""
+    return bool(getattr(sink, "positions_in_kafka", False))
+
+
+def partials_by_partition(sink: Sink) -> bool:
+    """The sink wants partials keyed by source partition (see the module docstring)."""
+    return bool(getattr(sink, "partials_by_partition", False))
+
+
+def use_consumer(sink: Sink, consumer: Any) -> None:
+    """Hand the worker's consumer to a sink that needs it."""
+    bind = getattr(sink, "use_consumer", None)
+    if bind is not None:
+        bind(consumer)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schemas" / "ad_event.avsc"
@@ -32,6 +32,36 @@ GRACE_MS = 5_000
 TABLE = "ad_stats"
 
 pytestmark = pytest.mark.integration
+
+# The kafka sink's records as this test suite expects them, written out by hand (not derived by
+# eventfleet): a record that does not follow them fails to decode or decodes to wrong values.
+OUTPUT_KEY_SCHEMA = {
+    "type": "record",
+    "name": "WindowKey",
+    "namespace": "eventfleet",
+    "fields": [
+        {"name": "window_start", "type": "long"},
+        {"name": "campaign_id", "type": "string"},
+        {"name": "event_type", "type": {"type": "enum", "name": "EventType", "namespace": "eventfleet.examples",
+                                        "symbols": ["impression", "click", "conversion"]}},
+    ],
+}  # fmt: skip
+OUTPUT_VALUE_SCHEMA = {
+    "type": "record",
+    "name": "WindowDelta",
+    "namespace": "eventfleet",
+    "fields": [
+        {"name": "window_start", "type": "long"},
+        {"name": "window_end", "type": "long"},
+        *OUTPUT_KEY_SCHEMA["fields"][1:],
+        {"name": "events", "type": "long"},
+        {"name": "spend", "type": "long"},
+        {"name": "min_price", "type": "long"},
+        {"name": "max_price", "type": "long"},
+        {"name": "source_topic", "type": "string"},
+        {"name": "source_partition", "type": "int"},
+    ],
+}
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -161,6 +191,52 @@ def kafka(kafka_bootstrap: str) -> Kafka:
     return Kafka(kafka_bootstrap)
 
 
+def read_deltas(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[dict[str, Any], int]]:
+    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above,
+    from the start to the end (the last stable offset with read_committed), with its partition."""
+    key_schema, value_schema = parse_schema(OUTPUT_KEY_SCHEMA), parse_schema(OUTPUT_VALUE_SCHEMA)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-output-reader", "enable.auto.commit": False,
+                  "isolation.level": isolation, "enable.partition.eof": True})  # fmt: skip
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, q, 0) for q in parts])
+        pending, out = set(parts), []
+        deadline = time.monotonic() + 120
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} never reached their end"
+            for m in c.consume(1000, 1.0):
+                if m.error() is not None:
+                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                    pending.discard(m.partition())
+                    continue
+                key = schemaless_reader(io.BytesIO(m.key()), key_schema, None)
+                value = schemaless_reader(io.BytesIO(m.value()), value_schema, None)
+                assert isinstance(key, dict) and isinstance(value, dict)
+                assert key == {k: value[k] for k in key}, (key, value)  # keyed by window + group-by values
+                out.append((value, m.partition()))
+        return out
+    finally:
+        c.close()
+
+
+def combine(deltas: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
+    """What a downstream consumer does with the deltas: add counts and sums, min of the mins,
+    max of the maxes, per (window, group-by values)."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for d in deltas:
+        assert d["window_end"] == d["window_start"] + WINDOW_MS
+        key = (d["window_start"], d["campaign_id"], d["event_type"])
+        row = out.get(key)
+        if row is None:
+            out[key] = [d["events"], d["spend"], d["min_price"], d["max_price"]]
+        else:
+            row[0] += d["events"]
+            row[1] += d["spend"]
+            row[2] = min(row[2], d["min_price"])
+            row[3] = max(row[3], d["max_price"])
+    return out
+
+
 @dataclass
 class Pipeline:
     path: Path
@@ -171,6 +247,9 @@ class Pipeline:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     dsn: str | None = None  # a PostgreSQL sink (read by the test with its own queries); None: SQLite at db
     table: str = TABLE
+    sink: str = "sqlite"
+    bootstrap: str = ""  # the kafka sink: its positions and output live on the broker
+    out_topic: str = ""
 
     def start_worker(self, fault: str | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -229,13 +308,33 @@ class Pipeline:
                 return None
 
     def positions(self) -> dict[int, tuple[int, int, int]]:
-        """partition -> (next_offset, late_events, invalid_events), read from the sink directly."""
+        """partition -> (next_offset, late_events, invalid_events), read from the sink directly
+        (the kafka sink: from the group's committed offsets and their metadata)."""
+        if self.sink == "kafka":
+            return self._kafka_positions()
         rows = self.query(
             f"SELECT partition, next_offset, late_events, invalid_events FROM {self.table}_positions "
             "WHERE consumer_group = ? AND topic = ?",
             (self.group, self.topic),
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows or []}
+
+    def _kafka_positions(self) -> dict[int, tuple[int, int, int]]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            parts = c.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            try:  # waits while a transaction holds offsets (require_stable): "not yet" for the caller
+                tps = c.committed([TopicPartition(self.topic, q) for q in parts], timeout=5)
+            except KafkaException:
+                return {}
+        finally:
+            c.close()
+        out = {}
+        for tp in tps:
+            if tp.offset >= 0:
+                meta = json.loads(tp.metadata)
+                out[tp.partition] = (tp.offset, meta["late"], meta["invalid"])
+        return out
 
     def wait_caught_up(self, ends: dict[int, int], timeout_s: float = 240) -> None:
         deadline = time.monotonic() + timeout_s
@@ -247,6 +346,10 @@ class Pipeline:
         raise AssertionError(f"not caught up: {self.positions()} vs {ends}\n{self.logs()[-5000:]}")
 
     def results(self) -> dict[tuple[Any, ...], list[int]]:
+        if self.sink == "kafka":  # a read_committed consumer of the output topic, written here
+            deltas = read_deltas(self.bootstrap, self.out_topic)
+            assert all(d["source_topic"] == self.topic for d, _ in deltas)
+            return combine([d for d, _ in deltas])
         rows = self.query(
             f"SELECT window_start, window_end, campaign_id, event_type, events, spend, min_price, max_price "
             f"FROM {self.table}"
@@ -271,6 +374,7 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         sections: str = "",
         sink: str = "sqlite",
     ) -> Pipeline:
+        """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s."""
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -281,6 +385,9 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         if sink == "postgres":
             dsn, table = request.getfixturevalue("postgres").dsn, f"{TABLE}_{topic.split('-')[1]}"
             sink_section = f'type = "postgres"\ndsn = "{dsn}"\ntable = "{table}"'
+        if sink == "kafka":
+            sink_section = f'type = "kafka"\ntopic = "{topic}.out"\n'
+            sink_section += '[sink.config]\n"transaction.timeout.ms" = 10000'
         path = workdir / "pipeline.toml"
         path.write_text(
             f"""
@@ -313,7 +420,18 @@ interval = "{flush}"
 {sections}
 """
         )
-        p = Pipeline(path, db, topic, group, workdir, dsn=dsn, table=table)
+        p = Pipeline(
+            path,
+            db,
+            topic,
+            group,
+            workdir,
+            dsn=dsn,
+            table=table,
+            sink=sink,
+            bootstrap=kafka.bootstrap,
+            out_topic=f"{topic}.out",
+        )
         made.append(p)
         return p
 

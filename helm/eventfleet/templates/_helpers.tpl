@@ -214,10 +214,11 @@ group_by = {{ $v.aggregate.groupBy | default list | toJson }}
 
 [sink]
 type = {{ $v.sink.type | toJson }}
-table = {{ $v.sink.table | toJson }}
 {{- if eq $v.sink.type "sqlite" }}
+table = {{ $v.sink.table | toJson }}
 path = {{ $v.sink.sqlite.path | toJson }}
 {{- else if eq $v.sink.type "postgres" }}
+table = {{ $v.sink.table | toJson }}
 {{- if $v.sink.postgres.dsnSecret }}
 dsn = "${EVENTFLEET_POSTGRES_DSN}"
 {{- end }}
