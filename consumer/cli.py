@@ -258,7 +258,7 @@ def _check_config(args: argparse.Namespace) -> int:
     where = f"topic {pipeline.sink.topic}" if pipeline.sink.type == "kafka" else f"table {pipeline.sink.table}"
     print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
     for line in sink_lines:
-        print(f"  {line}")
+        print(f"  sink: {line}")
     print("  per event it runs:\n" + updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics))
     return 0
 
