@@ -35,7 +35,7 @@ ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content 
 SINK_TYPES = ("sqlite", "postgres")
 SINK_KEYS = {"sqlite": ("type", "path", "table"), "postgres": ("type", "dsn", "table")}
 PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
-PG_TABLE_SUFFIX = "_positions"  # the longest suffix of the sink's companion tables
+PG_TABLE_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
 RESERVED_COLUMNS = ("window_start", "window_end")
 
 
