@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from consumer import config, devpostgres  # noqa: E402
 from consumer.sinks import Position, PositionWrite  # noqa: E402
 from consumer.sinks.postgres import STRATEGIES, PostgresSink  # noqa: E402
+from consumer.sinks.sqlite import TABLE_SUFFIXES  # noqa: E402
 
 KEYS_PER_WINDOW = 300  # 100 campaigns x 3 event types
 
@@ -71,7 +72,7 @@ def partials(rows: int, first_window: int, rng: random.Random) -> dict[tuple[Any
 def measure(dsn: str, work: Path, strategy: str, rows: int, repeat: int) -> dict[str, float]:
     table = f"bench_{strategy}_{rows}"
     with psycopg.connect(dsn, autocommit=True) as admin:
-        for suffix in ("", "_positions", "_rejects", "_pipeline"):
+        for suffix in TABLE_SUFFIXES:
             admin.execute(f'DROP TABLE IF EXISTS "{table}{suffix}"')
     sink = PostgresSink(pipeline(work, dsn, table), strategy)
     rng = random.Random(1)

@@ -39,7 +39,7 @@ SINK_KEYS = {
     "kafka": ("type", "topic", "config"),
 }
 PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
-PG_TABLE_SUFFIX = "_positions"  # the longest suffix of the sink's companion tables
+PG_TABLE_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
 RESERVED_COLUMNS = ("window_start", "window_end")
 # Producer settings the kafka sink's exactly-once transactions depend on: the user may not override them.
 MANAGED_PRODUCER_KEYS = {

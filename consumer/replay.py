@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from .config import IDENTIFIER, Pipeline
+from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
 from .decode import make_decoder
 from .errors import ConfigError, EventfleetError
 from .groups import Kafka, Member
@@ -427,6 +427,10 @@ def replay(
 def _check_shadow_name(pipeline: Pipeline, live: ReplayableSink, into: str) -> Pipeline:
     if not IDENTIFIER.match(into):
         raise ConfigError("--into", f"{into!r} is not a plain table name", "use letters, digits and _")
+    if pipeline.sink.type == "postgres" and len((into + PG_TABLE_SUFFIX).encode()) > PG_NAME_BYTES:
+        most = PG_NAME_BYTES - len(PG_TABLE_SUFFIX)
+        raise ConfigError("--into", f"{into!r} is too long for PostgreSQL ({into}{PG_TABLE_SUFFIX} must fit in "
+                          f"{PG_NAME_BYTES} bytes)", f"use at most {most} characters")  # fmt: skip
     shadow = shadow_pipeline(pipeline, into)
     ours = live.replay_tables()
     suffixes = [name[len(pipeline.sink.table) :] for name in ours]
@@ -466,7 +470,7 @@ def _replay(
         else:
             sink = live if shadow is None else replayable(open_sink(target), target.sink.type)
             plan = make_plan(sink, group, target.sink.table, floor, why, offsets)
-            header = f"replay of group {group} into table {target.sink.table} ({target.sink.type} {target.sink.path})"
+            header = f"replay of group {group} into table {target.sink.table} ({_where(target)})"
         print_plan(plan, out, header)
         if dry_run:
             if members:
@@ -504,6 +508,15 @@ def _replay(
         f"to the last), recomputed {windows:,} windows ({rows:,} rows){since} in table {target.sink.table}\n"
     )
     return 0
+
+
+def _where(pipeline: Pipeline) -> str:
+    """The sink's database, for the plan's header (a DSN is shown without its password)."""
+    if pipeline.sink.type == "postgres":
+        from .sinks.postgres import describe_target
+
+        return f"postgres at {describe_target(pipeline.sink.dsn or '')}"
+    return f"{pipeline.sink.type} {pipeline.sink.path}"
 
 
 def _shadow_started(live: ReplayableSink, shadow: Pipeline, partitions: list[TopicPartition]) -> bool:

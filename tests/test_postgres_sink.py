@@ -17,6 +17,7 @@ from consumer.config import Pipeline, load
 from consumer.errors import PositionConflict, SinkError
 from consumer.sinks import Position, PositionWrite, Reject, check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
+from consumer.sinks.sqlite import TABLE_SUFFIXES
 
 from .conftest import Postgres
 
@@ -50,11 +51,11 @@ def _pipeline(
 
 @pytest.fixture
 def table(postgres: Postgres) -> Iterator[str]:
-    """A fresh table name; its four tables are dropped afterwards."""
+    """A fresh table name; its tables are dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(postgres.dsn, autocommit=True) as db:
-        for suffix in ("", "_positions", "_rejects", "_pipeline"):
+        for suffix in TABLE_SUFFIXES:
             db.execute(f'DROP TABLE IF EXISTS "{name}{suffix}"')
 
 
@@ -403,7 +404,7 @@ def test_rejects_are_stored(pipeline: Pipeline, sink: PostgresSink) -> None:
 # tables: created, reopened, or refused
 
 
-def test_creates_the_four_tables_with_64_bit_columns(pipeline: Pipeline, sink: PostgresSink) -> None:
+def test_creates_the_six_tables_with_64_bit_columns(pipeline: Pipeline, sink: PostgresSink) -> None:
     t = pipeline.sink.table
     columns = _query(
         pipeline,
@@ -411,12 +412,16 @@ def test_creates_the_four_tables_with_64_bit_columns(pipeline: Pipeline, sink: P
         f"WHERE table_name LIKE '{t}%' ORDER BY table_name, ordinal_position",
     )
     types = {(r[0], r[1]): r[2] for r in columns}
-    assert {r[0] for r in columns} == {t, f"{t}_positions", f"{t}_rejects", f"{t}_pipeline"}
+    assert {r[0] for r in columns} == {t + suffix for suffix in TABLE_SUFFIXES}
     for column in ("window_start", "window_end", "events", "spend", "lo", "hi"):
         assert types[(t, column)] == "bigint"
     for column in ("next_offset", "watermark", "late_events", "invalid_events"):
         assert types[(f"{t}_positions", column)] == "bigint"
     assert types[(f"{t}_rejects", "kafka_offset")] == "bigint"
+    for column in ("watermark_window", "next_offset", "watermark", "late_events", "invalid_events"):
+        assert types[(f"{t}_checkpoints", column)] == "bigint"
+    for column in ("windows_from", "until_offset"):
+        assert types[(f"{t}_replay", column)] == "bigint"
 
 
 def test_reopen_same_pipeline_keeps_data(tmp_path: Path, pipeline: Pipeline) -> None:
@@ -613,6 +618,14 @@ def test_check_names_missing_privileges(postgres: Postgres, pipeline: Pipeline) 
             admin.execute(f'GRANT SELECT, INSERT, UPDATE ON "{pipeline.sink.table}" TO {role}')
             with pytest.raises(SinkError, match=f"lacks SELECT on table '{pipeline.sink.table}_positions'"):
                 check(other)
+            t = pipeline.sink.table
+            for suffix in TABLE_SUFFIXES:
+                admin.execute(f'GRANT SELECT, INSERT, UPDATE ON "{t}{suffix}" TO {role}')
+            with pytest.raises(SinkError, match=f"lacks DELETE on table '{t}_checkpoints'") as info:
+                check(other)  # flushes thin checkpoints and drop replay filters
+            assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON {t}_checkpoints TO {role}" in str(info.value)
+            admin.execute(f'GRANT DELETE ON "{t}_checkpoints", "{t}_replay" TO {role}')
+            assert "match and can be written" in check(other)
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")

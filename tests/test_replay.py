@@ -59,6 +59,17 @@ def test_offsets() -> None:
             parse_offsets(bad)
 
 
+def test_a_shadow_name_too_long_for_postgresql_is_refused(tmp_path: Path) -> None:
+    from consumer.replay import _check_shadow_name
+
+    from .test_postgres_sink import _pipeline as postgres_pipeline
+
+    p = postgres_pipeline(tmp_path, "host=db.example", "ad_stats")
+    with pytest.raises(ConfigError, match=r"--into.*_checkpoints must fit in 63 bytes") as info:
+        _check_shadow_name(p, None, "s" * 52)  # type: ignore[arg-type]  # refused before the sink is asked
+    assert "at most 51 characters" in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # the plan of one partition
 

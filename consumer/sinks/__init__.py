@@ -169,7 +169,7 @@ def replayable(sink: Sink, sink_type: str) -> ReplayableSink:
         raise ConfigError(
             "sink.type",
             f"the {sink_type} sink does not support replay yet (it keeps no checkpoints to rewind to)",
-            "replay with a sink that does (sqlite), or recompute by pointing a fresh [sink] table and "
+            "replay with a sink that does (sqlite, postgres), or recompute by pointing a fresh [sink] table and "
             "[kafka] group_id at the topic",
         )
     return sink

@@ -358,13 +358,16 @@ class SqliteSink:
                     db.execute(f"ALTER TABLE {_q(live + suffix)} RENAME TO {_q(parked + suffix)}")
                     db.execute(f"ALTER TABLE {_q(table + suffix)} RENAME TO {_q(live + suffix)}")
                     db.execute(f"ALTER TABLE {_q(parked + suffix)} RENAME TO {_q(table + suffix)}")
+                parked_group = f"eventfleet.swap.{os.getpid()}.{time.time_ns()}"  # no real group's rows collide
                 for name in (live, table):
                     for suffix in ("_positions", "_checkpoints", "_replay"):
-                        db.execute(
-                            f"UPDATE {_q(name + suffix)} SET consumer_group = CASE consumer_group "
-                            "WHEN ? THEN ? ELSE ? END WHERE consumer_group IN (?, ?)",
-                            (group, other_group, group, group, other_group),
-                        )
+                        # three steps: the primary key is checked row by row, so one UPDATE exchanging
+                        # the groups would collide where both have a row for the same partition
+                        for src, dst in ((group, parked_group), (other_group, group), (parked_group, other_group)):
+                            db.execute(
+                                f"UPDATE {_q(name + suffix)} SET consumer_group = ? WHERE consumer_group = ?",
+                                (dst, src),
+                            )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

@@ -25,6 +25,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from consumer.sinks.sqlite import TABLE_SUFFIXES
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schemas" / "ad_event.avsc"
 WINDOW_MS = 10_000
@@ -250,6 +252,7 @@ class Pipeline:
     sink: str = "sqlite"
     bootstrap: str = ""  # the kafka sink: its positions and output live on the broker
     out_topic: str = ""
+    other_tables: list[str] = field(default_factory=list)  # PostgreSQL: dropped too at the end (shadows)
 
     def start_worker(self, fault: str | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -306,6 +309,24 @@ class Pipeline:
                 return db.execute(sql, params).fetchall()
             except sqlite3.OperationalError:
                 return None
+
+    def execute(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run statements (``?`` placeholders) in one transaction on the sink's database: a test
+        changing the table behind eventfleet's back."""
+        if self.dsn is not None:
+            import psycopg
+
+            with psycopg.connect(self.dsn, connect_timeout=10) as pg:  # commits on leaving
+                for sql, params in statements:
+                    pg.execute(sql.replace("?", "%s"), params)
+            return
+        with sqlite3.connect(self.db) as db:  # commits on leaving
+            for sql, params in statements:
+                db.execute(sql, params)
+
+    def with_table(self, table: str, group: str) -> "Pipeline":
+        """The same sink's other table, under another consumer group: for reading it."""
+        return Pipeline(self.path, self.db, self.topic, group, self.workdir, dsn=self.dsn, table=table)
 
     def positions(self) -> dict[int, tuple[int, int, int]]:
         """partition -> (next_offset, late_events, invalid_events), read from the sink directly
@@ -445,8 +466,9 @@ interval = "{flush}"
             import psycopg
 
             with psycopg.connect(p.dsn, autocommit=True) as pg:
-                for suffix in ("", "_positions", "_rejects", "_pipeline"):
-                    pg.execute(f"DROP TABLE IF EXISTS {p.table}{suffix}")
+                for table in (p.table, *p.other_tables):
+                    for suffix in TABLE_SUFFIXES:
+                        pg.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
 
 
 def wait_for(condition: Any, timeout_s: float, what: str = "condition") -> None:

@@ -5,11 +5,14 @@ Each test runs the live pipeline over its events first, then damages the table o
 time: after the replay, windows from that time on must equal the ground truth over the whole
 topic (late events included), and windows before it must be exactly as they were, damage
 included, which proves the replay did not touch them.
+
+Every test runs once per replayable sink: SQLite, and the test session's PostgreSQL (a fresh
+table per test). The tests read and damage the tables with each database's own client.
 """
 
+import functools
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from .conftest import GRACE_MS, TABLE, WINDOW_MS, Kafka, Truth, assert_exact, generate, ground_truth, wait_for
+from .conftest import GRACE_MS, WINDOW_MS, Kafka, Truth, assert_exact, generate, ground_truth, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +29,26 @@ FLOOR = START + 30_000  # the first recomputed window of the mid-topic replays
 FROM = FLOOR - 2_500  # --from-timestamp: not window-aligned; the first window starting after it is FLOOR
 
 Rows = dict[tuple[Any, ...], list[int]]
+KEY = "window_start = ? AND campaign_id = ? AND event_type = ?"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sink(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pipeline(pipeline, sink: str):
+    """conftest's factory, making pipelines of this test's sink."""
+    return functools.partial(pipeline, sink=sink)
+
+
+def shadow_name(p) -> str:
+    """A shadow table of its own: the PostgreSQL tests share one database."""
+    if p.dsn is None:
+        return "shadow"
+    p.other_tables.append(f"{p.table}_sh")
+    return f"{p.table}_sh"
 
 
 def replay(p, *args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL):
@@ -90,23 +113,21 @@ def run_live(p, kafka: Kafka, ends: dict[int, int]) -> None:
     assert p.stop_all() == [0]
 
 
-def damage(db_path, floor: int) -> None:
+def damage(p, floor: int) -> None:
     """Break the table on both sides of ``floor``: a replay must repair only windows from floor on."""
-    with sqlite3.connect(db_path) as db:
-        db.execute(f"UPDATE {TABLE} SET events = events + 1000, spend = spend - 7 WHERE window_start >= ?", (floor,))
-        db.execute(
-            f"DELETE FROM {TABLE} WHERE rowid = (SELECT min(rowid) FROM {TABLE} WHERE window_start >= ?)", (floor,)
-        )
-        db.execute(
-            f"INSERT INTO {TABLE} VALUES (?, ?, 'c-none', 'click', 1, 1, 1, 1)",
-            (floor + WINDOW_MS, floor + 2 * WINDOW_MS),
-        )
-        db.execute(
-            f"UPDATE {TABLE} SET max_price = max_price + 1 WHERE rowid = "
-            f"(SELECT min(rowid) FROM {TABLE} WHERE window_start < ?)",
-            (floor,),
-        )
-        db.execute(f"INSERT INTO {TABLE} VALUES (?, ?, 'c-none', 'click', 9, 9, 9, 9)", (floor - WINDOW_MS, floor))
+    keys = sorted(p.results())
+    new = [k for k in keys if k[0] >= floor]
+    old = [k for k in keys if k[0] < floor]
+    t, size = p.table, WINDOW_MS
+    p.execute(
+        [
+            (f"UPDATE {t} SET events = events + 1000, spend = spend - 7 WHERE window_start >= ?", (floor,)),
+            (f"DELETE FROM {t} WHERE {KEY}", new[0]),
+            (f"INSERT INTO {t} VALUES (?, ?, 'c-none', 'click', 1, 1, 1, 1)", (floor + size, floor + 2 * size)),
+            *([(f"UPDATE {t} SET max_price = max_price + 1 WHERE {KEY}", old[0])] if old else []),
+            (f"INSERT INTO {t} VALUES (?, ?, 'c-none', 'click', 9, 9, 9, 9)", (floor - size, floor)),
+        ]
+    )
 
 
 def split(rows: Rows, floor: int) -> tuple[Rows, Rows]:
@@ -135,10 +156,10 @@ def members(kafka: Kafka, group: str) -> int:
 
 
 def replay_filters(p) -> dict[int, tuple[int, int]]:
-    with sqlite3.connect(p.db) as db:
-        rows = db.execute(
-            f"SELECT partition, windows_from, until_offset FROM {TABLE}_replay WHERE consumer_group = ?", (p.group,)
-        ).fetchall()
+    rows = p.query(
+        f"SELECT partition, windows_from, until_offset FROM {p.table}_replay WHERE consumer_group = ?", (p.group,)
+    )
+    assert rows is not None, f"no table {p.table}_replay"
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -156,7 +177,7 @@ def test_replay_from_earliest_rebuilds_the_table(kafka: Kafka, pipeline) -> None
     run_live(p, kafka, ends)
     truth = ground_truth(events)
     assert_exact(p, truth, ends)
-    damage(p.db, START)
+    damage(p, START)
     assert p.results() != truth.rows
 
     done = replay(p, "--from-earliest", "--yes")
@@ -167,7 +188,7 @@ def test_replay_from_earliest_rebuilds_the_table(kafka: Kafka, pipeline) -> None
     assert "replayed 60,003 events in" in done.stdout
     assert sum(v[2] for v in p.positions().values()) == len(poison)
     assert sum(kafka.ends(f"{p.topic}.dlq").values()) == len(poison)  # no dead letter twice
-    assert f"recomputed {windows:,} windows ({len(truth.rows):,} rows) in table {TABLE}" in done.stdout
+    assert f"recomputed {windows:,} windows ({len(truth.rows):,} rows) in table {p.table}" in done.stdout
     assert "events/s" in done.stderr and "replay" in done.stderr  # the progress bar
     assert replay_filters(p) == {}  # every partition passed its filter: none is left
 
@@ -182,7 +203,7 @@ def test_replay_from_a_timestamp_keeps_older_windows_and_recomputes_newer(kafka:
     assert all(len(kept.get(q, [])) >= 5 for q in range(4))  # out-of-order events around FLOOR, everywhere
     run_live(p, kafka, ends)
     assert_exact(p, truth, ends)
-    damage(p.db, FLOOR)
+    damage(p, FLOOR)
     before = p.results()
     positions_before = p.positions()
 
@@ -238,7 +259,7 @@ def test_replay_from_offsets(kafka: Kafka, pipeline) -> None:
     given = {1: 14_000, 3: 9_000}
     floor = min(records[q][o]["ts"] // WINDOW_MS * WINDOW_MS for q, o in given.items())
     assert START < floor < max(r["ts"] for r in records[0])
-    damage(p.db, floor)
+    damage(p, floor)
     before = p.results()
 
     done = replay(p, "--from-offsets", ",".join(f"{q}:{o}" for q, o in given.items()), "--yes")
@@ -291,7 +312,7 @@ def test_crash_in_the_middle_of_a_replay_then_rerun(kafka: Kafka, pipeline) -> N
     ends = kafka.ends(p.topic)
     truth = ground_truth(events)
     run_live(p, kafka, ends)
-    damage(p.db, FLOOR)
+    damage(p, FLOOR)
     before = p.results()
 
     crashed = replay(p, "--from-timestamp", str(FROM), "--yes", env={"EVENTFLEET_FAULT": "after_sink_commit@1"})
@@ -329,32 +350,32 @@ def test_shadow_replay_then_swap(kafka: Kafka, pipeline, start: str) -> None:
     truth = ground_truth(events)
     live = p.start_worker()
     p.wait_caught_up(ends)
-    with sqlite3.connect(p.db) as db:  # damage one live row from FLOOR on: the shadow recomputes it
-        db.execute(f"UPDATE {TABLE} SET events = events + 1 WHERE rowid = "
-                   f"(SELECT max(rowid) FROM {TABLE} WHERE window_start >= ?)", (FLOOR,))  # fmt: skip
+    last = max(p.results())  # damage one live row from FLOOR on: the shadow recomputes it
+    p.execute([(f"UPDATE {p.table} SET events = events + 1 WHERE {KEY}", last)])
     live_before, positions_before = p.results(), p.positions()
-    shadow_group = f"{p.group}.replay.shadow"
+    name = shadow_name(p)
+    shadow_group = f"{p.group}.replay.{name}"
 
     args = ["--from-earliest"] if start == "earliest" else ["--from-timestamp", str(FROM)]
-    done = replay(p, *args, "--into", "shadow", "--yes")  # the live worker keeps running
+    done = replay(p, *args, "--into", name, "--yes")  # the live worker keeps running
     assert done.returncode == 0, done.stderr[-3000:]
     assert live.poll() is None
     assert p.results() == live_before and p.positions() == positions_before  # the live table: untouched
     assert kafka.committed(p.topic, p.group, 4) == ends  # the live group: untouched
-    shadow = Table(p, "shadow", shadow_group)
+    shadow = p.with_table(name, shadow_group)
     assert shadow.results() == truth.rows  # exact: recomputed, or copied from the (exact) live rows
     assert {q: v[0] for q, v in shadow.positions().items()} == ends
     assert sum(v[1] for v in shadow.positions().values()) == truth.late
     assert kafka.committed(p.topic, shadow_group, 4) == ends
 
-    refused = replay(p, "--into", "shadow", "--swap", "--yes")
+    refused = replay(p, "--into", name, "--swap", "--yes")
     assert refused.returncode == 2 and f"consumer group '{p.group}' has 1 active member(s)" in refused.stderr
     assert p.stop_all() == [0]
     more = generate(20_000, 4, seed=38, start_ms=START + 60_000)  # arrives after the shadow's end
     kafka.produce(p.topic, more)
     wait_for(lambda: members(kafka, p.group) == 0, 30, "the group to empty")
 
-    swapped = replay(p, "--into", "shadow", "--swap", "--yes")
+    swapped = replay(p, "--into", name, "--swap", "--yes")
     assert swapped.returncode == 0, swapped.stderr[-3000:]
     assert p.results() == truth.rows
     assert {q: v[0] for q, v in p.positions().items()} == ends
@@ -366,26 +387,3 @@ def test_shadow_replay_then_swap(kafka: Kafka, pipeline, start: str) -> None:
     run_live(p, kafka, all_ends)  # the live fleet continues from the shadow's positions
     assert_exact(p, ground_truth(events + more), all_ends)
     assert kafka.committed(p.topic, p.group, 4) == all_ends
-
-
-class Table:
-    """Reads another table (and consumer group) of the pipeline's SQLite file."""
-
-    def __init__(self, p, table: str, group: str) -> None:
-        self.db, self.table, self.group, self.topic = p.db, table, group, p.topic
-
-    def results(self) -> Rows:
-        with sqlite3.connect(self.db) as db:
-            rows = db.execute(
-                f"SELECT window_start, campaign_id, event_type, events, spend, min_price, max_price FROM {self.table}"
-            ).fetchall()
-        return {r[:3]: list(r[3:]) for r in rows}
-
-    def positions(self) -> dict[int, tuple[int, int, int]]:
-        with sqlite3.connect(self.db) as db:
-            rows = db.execute(
-                f"SELECT partition, next_offset, late_events, invalid_events FROM {self.table}_positions "
-                "WHERE consumer_group = ? AND topic = ?",
-                (self.group, self.topic),
-            ).fetchall()
-        return {r[0]: r[1:] for r in rows}
