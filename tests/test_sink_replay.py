@@ -129,8 +129,10 @@ def test_a_sink_without_replay_is_refused_clearly() -> None:
 
         def close(self) -> None: ...
 
-    with pytest.raises(Exception, match=r"sink.type.*the kafka sink does not support replay"):
+    with pytest.raises(Exception, match=r"sink.type.*the kafka sink cannot replay.*Fix: recompute into a new output"):
         replayable(WriteOnly(), "kafka")  # type: ignore[arg-type]
+    with pytest.raises(Exception, match=r"sink.type.*the custom sink does not support replay"):
+        replayable(WriteOnly(), "custom")  # type: ignore[arg-type]
 
 
 def test_checkpoints_keep_the_last_position_per_window_of_the_watermark(

@@ -166,9 +166,17 @@ class ReplayableSink(Sink, Protocol):
 def replayable(sink: Sink, sink_type: str) -> ReplayableSink:
     """The sink as a :class:`ReplayableSink`, or a clear error for a sink that cannot replay."""
     if not isinstance(sink, ReplayableSink):
+        if sink_type == "kafka":
+            raise ConfigError(
+                "sink.type",
+                "the kafka sink cannot replay: its deltas are already in the output topic and downstream "
+                "consumers have read them, so they cannot be taken back",
+                "recompute into a new output topic: set [sink] topic and [kafka] group_id to new names and run the "
+                "fleet (it reads the source topic from the earliest offset), then move consumers to that topic",
+            )
         raise ConfigError(
             "sink.type",
-            f"the {sink_type} sink does not support replay yet (it keeps no checkpoints to rewind to)",
+            f"the {sink_type} sink does not support replay (it keeps no checkpoints to rewind to)",
             "replay with a sink that does (sqlite, postgres), or recompute by pointing a fresh [sink] table and "
             "[kafka] group_id at the topic",
         )
