@@ -7,10 +7,12 @@ positions, one per window of the watermark) and ``<table>_replay`` (the filters 
 WAL mode lets readers see results while workers write; ``BEGIN IMMEDIATE`` serialises writers.
 """
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .. import faults
@@ -164,29 +166,17 @@ class SqliteSink:
         now_ms = int(time.time() * 1000)
         size = self.window_size_ms
         db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                conflicts = [
-                    (w.new.topic, w.new.partition) for w in positions if not self._set_position(group, w, now_ms)
-                ]
-                if conflicts:
-                    db.execute("ROLLBACK")
-                    raise PositionConflict(conflicts)
-                db.executemany(self._upsert, ((k[0], k[0] + size, *k[1:], *v) for k, v in partials.items()))
-                self._checkpoint(group, positions, now_ms)
-                db.executemany(
-                    f"INSERT OR REPLACE INTO {self._rejects} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    ((r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.error) for r in rejects),
-                )
-                faults.reach("in_sink_transaction")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise SinkError(f"SQLite write to {str(self.pipeline.sink.path)!r} failed: {e}") from e
+        with self._transaction(f"write to {str(self.pipeline.sink.path)!r}"):
+            conflicts = [(w.new.topic, w.new.partition) for w in positions if not self._set_position(group, w, now_ms)]
+            if conflicts:
+                raise PositionConflict(conflicts)  # rolls the transaction back
+            db.executemany(self._upsert, ((k[0], k[0] + size, *k[1:], *v) for k, v in partials.items()))
+            self._checkpoint(group, positions, now_ms)
+            db.executemany(
+                f"INSERT OR REPLACE INTO {self._rejects} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.error) for r in rejects),
+            )
+            faults.reach("in_sink_transaction")
 
     def _set_position(self, group: str, w: PositionWrite, now_ms: int) -> bool:
         """Compare-and-set one position row; False when another worker moved it."""
@@ -274,34 +264,25 @@ class SqliteSink:
     def replay_reset(self, group: str, reset: ReplayReset) -> int:
         now_ms = int(time.time() * 1000)
         db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = db.execute(
-                    f"DELETE FROM {_q(self.table)} WHERE window_start >= ?", (reset.windows_from,)
-                ).rowcount
-                db.execute(f"DELETE FROM {self._replay} WHERE consumer_group = ?", (group,))
-                if reset.forget_checkpoints:
-                    db.execute(f"DELETE FROM {self._checkpoints} WHERE consumer_group = ?", (group,))
-                for p in reset.positions:
+        with self._transaction(f"replay reset of {str(self.pipeline.sink.path)!r}"):
+            deleted = db.execute(
+                f"DELETE FROM {_q(self.table)} WHERE window_start >= ?", (reset.windows_from,)
+            ).rowcount
+            db.execute(f"DELETE FROM {self._replay} WHERE consumer_group = ?", (group,))
+            if reset.forget_checkpoints:
+                db.execute(f"DELETE FROM {self._checkpoints} WHERE consumer_group = ?", (group,))
+            for p in reset.positions:
+                db.execute(
+                    f"INSERT OR REPLACE INTO {self._positions} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (group, p.topic, p.partition, p.next_offset, p.watermark, p.late_events,
+                     p.invalid_events, now_ms),
+                )  # fmt: skip
+                if p.replay is not None:
                     db.execute(
-                        f"INSERT OR REPLACE INTO {self._positions} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (group, p.topic, p.partition, p.next_offset, p.watermark, p.late_events,
-                         p.invalid_events, now_ms),
-                    )  # fmt: skip
-                    if p.replay is not None:
-                        db.execute(
-                            f"INSERT INTO {self._replay} VALUES (?, ?, ?, ?, ?, ?)",
-                            (group, p.topic, p.partition, p.replay.floor, p.replay.until, now_ms),
-                        )
-                faults.reach("in_replay_reset")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise SinkError(f"SQLite replay reset of {str(self.pipeline.sink.path)!r} failed: {e}") from e
+                        f"INSERT INTO {self._replay} VALUES (?, ?, ?, ?, ?, ?)",
+                        (group, p.topic, p.partition, p.replay.floor, p.replay.until, now_ms),
+                    )
+            faults.reach("in_replay_reset")
         self._checkpoint_windows.clear()
         return int(deleted)
 
@@ -322,65 +303,65 @@ class SqliteSink:
     def replay_clone(self, table: str, group: str, to_group: str, windows_below: int) -> None:
         db = self.db
         src = self.table
-        try:
-            db.execute("BEGIN IMMEDIATE")  # one snapshot: rows and positions of the same flushes
-            try:
-                for suffix in ("", "_positions", "_checkpoints", "_replay"):
-                    (n,) = db.execute(f"SELECT count(*) FROM {_q(table + suffix)}").fetchone()
-                    if n:
-                        raise SinkError(f"cannot clone {src!r} into {table!r}: {table + suffix} is not empty")
-                db.execute(f"INSERT INTO {_q(table)} SELECT * FROM {_q(src)} WHERE window_start < ?", (windows_below,))
-                for suffix in ("_positions", "_checkpoints", "_replay"):
-                    columns = [r[1] for r in db.execute(f"PRAGMA table_info({_q(src + suffix)})")]
-                    picked = ", ".join("?" if c == "consumer_group" else _q(c) for c in columns)
-                    db.execute(
-                        f"INSERT INTO {_q(table + suffix)} SELECT {picked} FROM {_q(src + suffix)} "
-                        "WHERE consumer_group = ?",
-                        (to_group, group),
-                    )
-                db.execute(f"INSERT OR IGNORE INTO {_q(table + '_rejects')} SELECT * FROM {_q(src + '_rejects')}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise SinkError(f"SQLite clone of {src!r} into {table!r} failed: {e}") from e
+        # one snapshot: rows and positions of the same flushes
+        with self._transaction(f"clone of {src!r} into {table!r}"):
+            for suffix in ("", "_positions", "_checkpoints", "_replay"):
+                (n,) = db.execute(f"SELECT count(*) FROM {_q(table + suffix)}").fetchone()
+                if n:
+                    raise SinkError(f"cannot clone {src!r} into {table!r}: {table + suffix} is not empty")
+            db.execute(f"INSERT INTO {_q(table)} SELECT * FROM {_q(src)} WHERE window_start < ?", (windows_below,))
+            for suffix in ("_positions", "_checkpoints", "_replay"):
+                columns = [r[1] for r in db.execute(f"PRAGMA table_info({_q(src + suffix)})")]
+                picked = ", ".join("?" if c == "consumer_group" else _q(c) for c in columns)
+                db.execute(
+                    f"INSERT INTO {_q(table + suffix)} SELECT {picked} FROM {_q(src + suffix)} "
+                    "WHERE consumer_group = ?",
+                    (to_group, group),
+                )
+            db.execute(f"INSERT OR IGNORE INTO {_q(table + '_rejects')} SELECT * FROM {_q(src + '_rejects')}")
 
     def replay_swap(self, table: str, group: str, other_group: str) -> None:
         db = self.db
         live = self.table
         parked = f"eventfleet_swap_{live}"
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for suffix in TABLE_SUFFIXES:
-                    db.execute(f"ALTER TABLE {_q(live + suffix)} RENAME TO {_q(parked + suffix)}")
-                    db.execute(f"ALTER TABLE {_q(table + suffix)} RENAME TO {_q(live + suffix)}")
-                    db.execute(f"ALTER TABLE {_q(parked + suffix)} RENAME TO {_q(table + suffix)}")
-                parked_group = f"eventfleet.swap.{os.getpid()}.{time.time_ns()}"  # no real group's rows collide
-                for name in (live, table):
-                    for suffix in ("_positions", "_checkpoints", "_replay"):
-                        # three steps: the primary key is checked row by row, so one UPDATE exchanging
-                        # the groups would collide where both have a row for the same partition
-                        for src, dst in ((group, parked_group), (other_group, group), (parked_group, other_group)):
-                            db.execute(
-                                f"UPDATE {_q(name + suffix)} SET consumer_group = ? WHERE consumer_group = ?",
-                                (dst, src),
-                            )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise SinkError(f"SQLite swap of {live!r} and {table!r} failed: {e}") from e
+        with self._transaction(f"swap of {live!r} and {table!r}"):
+            for suffix in TABLE_SUFFIXES:
+                db.execute(f"ALTER TABLE {_q(live + suffix)} RENAME TO {_q(parked + suffix)}")
+                db.execute(f"ALTER TABLE {_q(table + suffix)} RENAME TO {_q(live + suffix)}")
+                db.execute(f"ALTER TABLE {_q(parked + suffix)} RENAME TO {_q(table + suffix)}")
+            parked_group = f"eventfleet.swap.{os.getpid()}.{time.time_ns()}"  # no real group's rows collide
+            for name in (live, table):
+                for suffix in ("_positions", "_checkpoints", "_replay"):
+                    # three steps: the primary key is checked row by row, so one UPDATE exchanging
+                    # the groups would collide where both have a row for the same partition
+                    for src, dst in ((group, parked_group), (other_group, group), (parked_group, other_group)):
+                        db.execute(
+                            f"UPDATE {_q(name + suffix)} SET consumer_group = ? WHERE consumer_group = ?",
+                            (dst, src),
+                        )
         self._checkpoint_windows.clear()
 
     def results(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         order = ", ".join(map(_q, ["window_start", *self.pipeline.aggregate.group_by]))
         rows = self.db.execute(f"SELECT * FROM {_q(self.table)} ORDER BY {order}").fetchall()
         return self.columns, rows
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: an exception inside rolls everything back, and an
+        SQLite error becomes a SinkError naming ``what`` (nothing was written)."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise SinkError(f"SQLite {what} failed: {e}") from e
 
     def close(self) -> None:
         self.db.close()
