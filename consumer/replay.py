@@ -320,11 +320,24 @@ class ReplayWorker(Worker):
     reached the end offsets captured when the replay started, with a progress callback."""
 
     def __init__(self, pipeline: Pipeline, ends: dict[TopicPartition, int], progress: Callable[[int], object]) -> None:
-        super().__init__(pipeline)
+        # A partition written by transactional producers can end with a commit marker, which no
+        # consumer receives: its next offset stays one short of the end. The end-of-partition
+        # event says the consumer has read all there is (up to the last stable offset).
+        eof = {**pipeline.kafka.config, "enable.partition.eof": True}
+        super().__init__(dataclasses.replace(pipeline, kafka=dataclasses.replace(pipeline.kafka, config=eof)))
         self.ends = {tp: end for tp, end in ends.items()}
+        self.read_to: dict[TopicPartition, int] = {}  # partition -> offset of its last end-of-partition event
         self.progress = progress
         self.done = False
         self._next_check = 0.0
+
+    def at_end(self, tp: TopicPartition, offset: int) -> None:
+        self.read_to[tp] = offset
+
+    def _rewind(self, keys: list[TopicPartition]) -> None:
+        for tp in keys:  # read again from the sink's position: an earlier end event no longer counts
+            self.read_to.pop(tp, None)
+        super()._rewind(keys)
 
     def after_batch(self, messages: int) -> None:
         if messages:
@@ -332,7 +345,7 @@ class ReplayWorker(Worker):
         parts = self.state.parts
         for tp, end in self.ends.items():
             part = parts.get(tp)
-            if part is not None and (part.next_offset or 0) < end:
+            if part is not None and (part.next_offset or 0) < end and self.read_to.get(tp, -1) < end:
                 return
         now = time.monotonic()
         if now < self._next_check:

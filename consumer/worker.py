@@ -63,6 +63,7 @@ class Worker:
         self.outage_since: float | None = None  # monotonic time the sink started failing
         self.outage_attempts = 0
         self.events = 0
+        self.batch_events = 0  # messages of the last batch, error events excluded
         self.first_event_at: float | None = None  # perf_counter of the first and last batch
         self.last_event_at = 0.0
 
@@ -94,7 +95,7 @@ class Worker:
                         log.info("first message at %.3f", time.time())
                     self.process(messages)
                     self.last_event_at = time.perf_counter()
-                self.after_batch(len(messages))
+                self.after_batch(self.batch_events if messages else 0)
                 now = time.monotonic()
                 if now >= next_flush:
                     next_flush = time.monotonic() + self._flush_or_pause(interval_s)
@@ -134,7 +135,7 @@ class Worker:
         one_topic = len(self.pipeline.kafka.topics) == 1
         by_partition = self.by_partition
         rejected_before = len(self.state.rejects)
-        skipped = 0  # not aggregated: errors, revoked, rejected, late
+        skipped = errors = 0  # messages not aggregated (revoked, rejected, late); error events
         # A batch comes in runs of one partition: look the partition up when the run changes, and
         # move its position once, at the end of the run, to the offset after the run's last message.
         part: PartitionState | None = None
@@ -143,7 +144,7 @@ class Worker:
         for msg in messages:
             if msg.error() is not None:
                 self._on_error(msg)
-                skipped += 1
+                errors += 1
                 continue
             p = msg.partition()
             if run is None or p != run[1] or not (one_topic or msg.topic() == run[0]):
@@ -174,7 +175,7 @@ class Worker:
             update(partials, ws, record)
         if part is not None:
             part.next_offset = last.offset() + 1
-        self._processed(len(messages), skipped, rejected_before)
+        self._processed(len(messages) - errors, skipped, rejected_before)
 
     def process_replay(self, messages: list[Any]) -> None:
         """:meth:`process` with the replay filters (sinks.ReplayFilter) of the partitions that have
@@ -189,11 +190,11 @@ class Worker:
         closes_after = size + self.pipeline.window.grace_ms
         time_field = self.pipeline.window.time_field
         rejected_before = len(self.state.rejects)
-        skipped = 0
+        skipped = errors = 0
         for msg in messages:
             if msg.error() is not None:
                 self._on_error(msg)
-                skipped += 1
+                errors += 1
                 continue
             part = parts.get((msg.topic(), msg.partition()))
             if part is None:
@@ -226,15 +227,20 @@ class Worker:
                 continue
             update(partials, ws, record)
         self.state.check_replaying()
-        self._processed(len(messages), skipped, rejected_before)
+        self._processed(len(messages) - errors, skipped, rejected_before)
 
     def _processed(self, messages: int, skipped: int, rejected_before: int) -> None:
+        """Per batch: ``messages`` read (error events such as end-of-partition excluded)."""
         self.state.note_passed(self.pipeline.window.size_ms)
+        self.batch_events = messages
         self.events += messages
         self.invalid_caps.check(messages, len(self.state.rejects) - rejected_before)
         metrics.EVENTS_CONSUMED.inc(messages)
         metrics.EVENTS_AGGREGATED.inc(messages - skipped)
         metrics.TRACKED_KEYS.set(len(self.state.partials))
+
+    def at_end(self, tp: TopicPartition, offset: int) -> None:
+        """The consumer has read everything it can deliver of a partition, up to ``offset``."""
 
     def after_batch(self, messages: int) -> None:
         """Called once per turn of the loop with the batch size (0 when the poll timed out);
@@ -268,7 +274,8 @@ class Worker:
 
     def _on_error(self, msg: Any) -> None:
         error = msg.error()
-        if error.code() == KafkaError._PARTITION_EOF:
+        if error.code() == KafkaError._PARTITION_EOF:  # only when enable.partition.eof is set (replay)
+            self.at_end((msg.topic(), msg.partition()), msg.offset())
             return
         if error.fatal():
             raise KafkaException(error)

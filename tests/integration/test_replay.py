@@ -387,3 +387,38 @@ def test_shadow_replay_then_swap(kafka: Kafka, pipeline, start: str) -> None:
     run_live(p, kafka, all_ends)  # the live fleet continues from the shadow's positions
     assert_exact(p, ground_truth(events + more), all_ends)
     assert kafka.committed(p.topic, p.group, 4) == all_ends
+
+
+def test_replay_of_a_topic_written_in_transactions_finishes(kafka: Kafka, pipeline) -> None:
+    """A transactional producer leaves a commit marker at the end of each partition, which no
+    consumer receives: the replay must still see it has read everything, and stop."""
+    from confluent_kafka import Producer
+
+    from .conftest import encode
+
+    p = pipeline(partitions=4)
+    events: list[tuple[int, Any]] = generate(20_000, 4, seed=37)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": f"tx-{p.topic}"})
+    producer.init_transactions(30)
+    last: dict[int, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        last[msg.partition()] = max(last.get(msg.partition(), -1), msg.offset())
+
+    for chunk in (events[:10_000], events[10_000:]):  # markers mid-stream and at the end
+        producer.begin_transaction()
+        for partition, record in chunk:
+            producer.produce(p.topic, encode(record), partition=partition, on_delivery=delivered)
+            producer.poll(0)
+        producer.commit_transaction(30)
+    ends = {q: o + 1 for q, o in last.items()}  # after the last event: the marker is not delivered
+    assert all(kafka.ends(p.topic)[q] > end for q, end in ends.items())
+    run_live(p, kafka, ends)
+    truth = ground_truth(events)
+    damage(p, START)
+
+    done = replay(p, "--from-earliest", "--yes")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replayed 20,000 events in" in done.stdout
+    assert_exact(p, truth, ends)
