@@ -155,7 +155,7 @@ def test_check_config_connects_and_explains(kafka: Kafka, pipeline) -> None:
     assert f"output topic {p.out_topic} does not exist: the first worker creates it (3 partitions" in ok.stdout
     assert "transactions work (transaction.timeout.ms=10000)" in ok.stdout
     value = next(line for line in ok.stdout.splitlines() if "message value (schemaless Avro): " in line)
-    schema = json.loads(value.split(": ", 1)[1])
+    schema = json.loads(value.split("(schemaless Avro): ", 1)[1])
     assert [f["name"] for f in schema["fields"]] == [f["name"] for f in OUTPUT_VALUE_SCHEMA["fields"]]
 
     text = p.path.read_text()

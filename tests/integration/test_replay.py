@@ -318,7 +318,9 @@ def test_crash_in_the_middle_of_a_replay_then_rerun(kafka: Kafka, pipeline) -> N
     crashed = replay(p, "--from-timestamp", str(FROM), "--yes", env={"EVENTFLEET_FAULT": "after_sink_commit@1"})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     positions, filters = p.positions(), replay_filters(p)
-    assert set(filters) == set(range(4)) and all(f == (FLOOR, ends[q]) for q, f in filters.items())
+    assert filters and all(f == (FLOOR, ends[q]) for q, f in filters.items())
+    # a filter is deleted by the flush that moves its partition past it (a fast partition may have)
+    assert all(positions[q][0] >= ends[q] for q in range(4) if q not in filters), (positions, filters)
     midway = [q for q in range(4) if positions[q][0] < ends[q]]
     assert midway  # the crash came in the middle: partitions below the offset the replay started from
     # events that a rerun resuming its filter from the crash point would count twice
