@@ -83,8 +83,9 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     )
     firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
     busy = done_at - min(firsts) if firsts else elapsed
+    who = f"{workers} worker" + ("s" if workers != 1 else "")
     print(
-        f"{workers} workers: {count / busy:,.0f} events/s from the first event consumed to every result durable "
+        f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
     )
     stops = re.findall(r"w(\d+)\] worker stopped: (\d+) events in [\d.]+ s from first to last, (\d+) events/s",
