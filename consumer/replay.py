@@ -332,6 +332,7 @@ class ReplayWorker(Worker):
         self._next_check = 0.0
 
     def at_end(self, tp: TopicPartition, offset: int) -> None:
+        super().at_end(tp, offset)
         self.read_to[tp] = offset
 
     def _rewind(self, keys: list[TopicPartition]) -> None:

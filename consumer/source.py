@@ -52,6 +52,8 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
         "queued.max.messages.kbytes": 16 * 1024,
         "queued.min.messages": 20_000,  # per partition; small events would otherwise queue 100k each
+        # End-of-partition events tell the worker it has caught up (a backlog is flushed at once).
+        "enable.partition.eof": True,
         "client.id": client_id(),
     }
     settings.update(pipeline.kafka.config)

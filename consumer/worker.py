@@ -18,7 +18,7 @@ from collections import deque
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from . import metrics, profiling
@@ -66,6 +66,10 @@ class Worker:
         self.batch_events = 0  # messages of the last batch, error events excluded
         self.first_event_at: float | None = None  # perf_counter of the first and last batch
         self.last_event_at = 0.0
+        # Catching up: a backlog (an event older than the flush interval) read since the last
+        # flush is flushed as soon as every owned partition has reached its end.
+        self.behind = False
+        self.ended: dict[TopicPartition, int | None] = {}  # partition -> its next_offset at its last end event
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -90,14 +94,17 @@ class Worker:
                 timeout = min(POLL_TIMEOUT_S, max(0.0, next_flush - time.monotonic()))
                 messages = source.consume(BATCH_MAX_MESSAGES, timeout)
                 if messages:
-                    if self.first_event_at is None:
-                        self.first_event_at = time.perf_counter()
-                        log.info("first message at %.3f", time.time())
+                    received, received_wall = time.perf_counter(), time.time()
                     self.process(messages)
-                    self.last_event_at = time.perf_counter()
+                    if self.batch_events:  # not only end-of-partition events
+                        if self.first_event_at is None:
+                            self.first_event_at = received
+                            log.info("first message at %.3f", received_wall)
+                        self.last_event_at = time.perf_counter()
+                        self.behind = self.behind or self._backlog(messages, interval_s)
                 self.after_batch(self.batch_events if messages else 0)
                 now = time.monotonic()
-                if now >= next_flush:
+                if now >= next_flush or (self.behind and self.outage_since is None and self._caught_up()):
                     next_flush = time.monotonic() + self._flush_or_pause(interval_s)
                 if now >= next_beat:
                     self._heartbeat()
@@ -143,6 +150,9 @@ class Worker:
         last: Any = None  # the last message of the current run
         for msg in messages:
             if msg.error() is not None:
+                if part is not None:  # end the run first: an end-of-partition event reads its position
+                    part.next_offset = last.offset() + 1
+                    part = run = None
                 self._on_error(msg)
                 errors += 1
                 continue
@@ -241,6 +251,25 @@ class Worker:
 
     def at_end(self, tp: TopicPartition, offset: int) -> None:
         """The consumer has read everything it can deliver of a partition, up to ``offset``."""
+        part = self.state.parts.get(tp)
+        if part is not None:
+            self.ended[tp] = part.next_offset
+
+    def _backlog(self, messages: list[Any], interval_s: float) -> bool:
+        """Whether the batch's last event was written more than a flush interval ago: the worker
+        is behind (a restart, a replay, a burst), and its results are due once it catches up."""
+        for msg in reversed(messages):
+            if msg.error() is None:
+                kind, ts = msg.timestamp()
+                return bool(kind != TIMESTAMP_NOT_AVAILABLE and time.time() - ts / 1000 > interval_s)
+        return False
+
+    def _caught_up(self) -> bool:
+        """Every owned partition has reached its end, with no message read since (from librdkafka's
+        end-of-partition events: they also count the commit markers of transactional topics)."""
+        parts = self.state.parts
+        ended = self.ended
+        return bool(parts) and all(tp in ended and ended[tp] == part.next_offset for tp, part in parts.items())
 
     def after_batch(self, messages: int) -> None:
         """Called once per turn of the loop with the batch size (0 when the poll timed out);
@@ -274,7 +303,7 @@ class Worker:
 
     def _on_error(self, msg: Any) -> None:
         error = msg.error()
-        if error.code() == KafkaError._PARTITION_EOF:  # only when enable.partition.eof is set (replay)
+        if error.code() == KafkaError._PARTITION_EOF:  # enable.partition.eof (source.py)
             self.at_end((msg.topic(), msg.partition()), msg.offset())
             return
         if error.fatal():
@@ -357,6 +386,9 @@ class Worker:
         assert self.source is not None
         late = {k: p.late_events - p.stored_late for k, p in self.state.parts.items() if p.late_events > p.stored_late}
         result = flush(self.source.consumer, self.sink, self.group, self.state, self.dead_letters)
+        if self.behind:
+            log.info("caught up: flushed at once")
+            self.behind = False
         if result.conflict is not None:
             self._rewind(list(self.state.parts))
             return
@@ -399,6 +431,7 @@ class Worker:
     def _forget(self, partitions: list[KafkaPartition]) -> None:
         for p in partitions:
             self.state.parts.pop((p.topic, p.partition), None)
+            self.ended.pop((p.topic, p.partition), None)
             with contextlib.suppress(KeyError):  # no lag reported for it yet
                 metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
         self.state.check_replaying()
@@ -408,6 +441,8 @@ class Worker:
         """Drop all unflushed work and seek these partitions back to the sink's positions."""
         assert self.source is not None
         self.state.clear()
+        for key in keys:  # its end events were about the old position
+            self.ended.pop(key, None)
         try:
             stored = self.sink.read_positions(self.group, keys)
         except EventfleetError as e:
