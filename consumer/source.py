@@ -52,6 +52,10 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
         "queued.max.messages.kbytes": 16 * 1024,
         "queued.min.messages": 20_000,  # per partition; small events would otherwise queue 100k each
+        # A partition whose local queue reached those limits is fetched again after this long.
+        # librdkafka's default, 1 s, left the hot loop waiting for messages 35-40% of the time on
+        # the benchmark's topic (about 170k events/s); at 50 ms it is fed (about 250k/s, same CPU).
+        "fetch.queue.backoff.ms": 50,
         # End-of-partition events tell the worker it has caught up (a backlog is flushed at once).
         "enable.partition.eof": True,
         "client.id": client_id(),

@@ -12,6 +12,7 @@ FETCH = {
     "max.partition.fetch.bytes": 8 * 1024 * 1024,
     "queued.max.messages.kbytes": 16 * 1024,
     "queued.min.messages": 20_000,
+    "fetch.queue.backoff.ms": 50,
 }
 BATCH = 10_000
 

@@ -50,6 +50,8 @@ Settings (Application defaults unless listed; see the Quix docs pages "Configura
   * auto_offset_reset="earliest" and a fresh consumer_group (given by the harness).
   * state_dir: a fresh temporary folder, deleted at exit, so runs never share RocksDB state.
   * loglevel="WARNING": only to keep Quix's INFO start-up lines out of the harness output.
+  * consumer_extra_config: the fetch settings every confluent-kafka contender gets (common.FETCH,
+    the ones eventfleet uses), so that the comparison is about the processing.
 
 Completion: `Application(on_message_processed=...)` is called by Quix after each input message is
 fully processed (window updated, closed windows emitted). It only increments an int; the first
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=120.0, help="give up after this many s without progress")
     args = ap.parse_args(argv)
 
+    from common import FETCH
     from quixstreams import Application
     from quixstreams.models.serializers.avro import AvroDeserializer
 
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=state_dir,
             on_message_processed=on_processed,
             loglevel="WARNING",
+            consumer_extra_config=dict(FETCH),
         )
         topic = app.topic(
             args.topic,
