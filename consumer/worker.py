@@ -9,6 +9,7 @@ partials and positions durable, then commits the offsets to Kafka.
 import contextlib
 import ctypes
 import faulthandler
+import gc
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ BATCH_MAX_MESSAGES = 10_000
 POLL_TIMEOUT_S = 0.5
 SHUTDOWN_COMMIT_TRIES = 5
 HEARTBEAT_INTERVAL_S = 1.0
+GC_YOUNG_THRESHOLD = 100_000  # see Worker.run
 SINK_RETRY_MAX_S = 30.0  # backoff ceiling between flush attempts while the sink is down
 SHUTDOWN_FLUSH_S = 20.0  # within the supervisor's default 30 s shutdown grace
 
@@ -85,6 +87,14 @@ class Worker:
         interval_s = self.pipeline.flush_interval_ms / 1000
         self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
+        # The cyclic garbage collector: every batch allocates 10,000 Message objects, which with
+        # the default threshold (700) starts a young collection 14 times a batch, about 5% of the
+        # loop's time, for garbage that reference counting frees anyway. The start-up objects are
+        # frozen out of every later collection, and young collections wait for 100,000 objects
+        # that outlive their batch (new keys of the state).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD)
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
