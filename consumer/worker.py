@@ -114,7 +114,11 @@ class Worker:
                         self.behind = self.behind or self._backlog(messages, interval_s)
                 self.after_batch(self.batch_events if messages else 0)
                 now = time.monotonic()
-                if now >= next_flush or (self.behind and self.outage_since is None and self._caught_up()):
+                due = now >= next_flush
+                if not due and self.behind and self.outage_since is None and self._caught_up():
+                    due = True
+                    log.info("caught up with the backlog: flushing now")
+                if due:
                     next_flush = time.monotonic() + self._flush_or_pause(interval_s)
                 if now >= next_beat:
                     self._heartbeat()
@@ -396,9 +400,7 @@ class Worker:
         assert self.source is not None
         late = {k: p.late_events - p.stored_late for k, p in self.state.parts.items() if p.late_events > p.stored_late}
         result = flush(self.source.consumer, self.sink, self.group, self.state, self.dead_letters)
-        if self.behind:
-            log.info("caught up: flushed at once")
-            self.behind = False
+        self.behind = False
         if result.conflict is not None:
             self._rewind(list(self.state.parts))
             return

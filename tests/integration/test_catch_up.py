@@ -50,5 +50,5 @@ def test_a_backlog_is_flushed_once_read_and_fresh_events_wait_for_the_interval(k
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends, timeout_s=60)  # long before the interval: flushed once caught up
     assert_exact(p, ground_truth(fresh + backlog), ends)  # type: ignore[arg-type]
-    assert p.fleet_log().count("caught up: flushed at once") == 1
+    assert p.fleet_log().count("caught up with the backlog: flushing now") == 1
     assert p.stop(fleet) == 0
