@@ -53,7 +53,7 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "queued.max.messages.kbytes": 16 * 1024,
         "queued.min.messages": 20_000,  # per partition; small events would otherwise queue 100k each
         # A partition whose local queue reached those limits is fetched again after this long.
-        # librdkafka's default, 1 s, left the hot loop waiting for messages 35-40% of the time on
+        # librdkafka's default, 1 s, left the hot loop waiting for messages 34-41% of the time on
         # the benchmark's topic (about 170k events/s); at 50 ms it is fed (about 250k/s, same CPU).
         "fetch.queue.backoff.ms": 50,
         # End-of-partition events tell the worker it has caught up (a backlog is flushed at once).
