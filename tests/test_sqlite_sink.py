@@ -1,5 +1,6 @@
 """Unit tests of the SQLite sink: merging, compare-and-set positions, rejects, reopening."""
 
+import multiprocessing
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -347,3 +348,31 @@ def test_zombie_worker_is_fenced(pipeline: Pipeline) -> None:
     finally:
         a.close()
         b.close()
+
+
+def _open_and_report(pipeline: Pipeline, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        SqliteSink(pipeline).close()
+        results.put("ok")
+    except SinkError as e:
+        results.put(str(e))
+
+
+def test_workers_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Workers of a fleet start at the same moment: switching a new file to WAL mode then
+    failed at once with 'database is locked' (in about a third of the pairs), ignoring the
+    busy timeout."""
+    ctx = multiprocessing.get_context("fork")
+    outcomes = []
+    for i in range(30):
+        (tmp_path / str(i)).mkdir()
+        pipeline = _pipeline(tmp_path / str(i))
+        barrier, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_report, args=(pipeline, barrier, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        outcomes += [results.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join()
+    assert outcomes == ["ok"] * 90

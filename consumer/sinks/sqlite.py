@@ -54,6 +54,21 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode. When another connection switches the same new file at the
+    same moment (the workers of a fleet starting together), SQLite answers "database is locked"
+    at once, without waiting for the busy timeout: retry within the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteSink:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -66,7 +81,7 @@ class SqliteSink:
             raise SinkError("the sqlite sink needs [sink] path")
         try:
             self.db = sqlite3.connect(pipeline.sink.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self.db)
             self.db.execute("PRAGMA synchronous=FULL")  # a committed flush survives power loss
             self._create(columns, key_cols)
         except sqlite3.Error as e:
