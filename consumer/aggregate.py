@@ -16,7 +16,7 @@ KINDS = ("count", "sum", "min", "max")
 Partial = list[Any]
 Key = tuple[Any, ...]
 State = dict[Key, Partial]
-Updater = Callable[[State, int, dict[str, Any]], None]
+Updater = Callable[[State, Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -58,25 +58,31 @@ def merge(metrics: Sequence[Metric], a: Partial, b: Partial) -> Partial:
     return out
 
 
-def compile_updater(group_by: Sequence[str], metrics: Sequence[Metric]) -> Updater:
+def compile_updater(group_by: Sequence[str], metrics: Sequence[Metric], fields: Sequence[str] | None = None) -> Updater:
     """Build ``update(state, window_start, record)``: fold one decoded event into ``state``.
 
-    The function is generated once per pipeline so that the per-event work is straight-line
-    code with no loop over metrics; :func:`updater_source` shows exactly what runs.
+    ``record`` is a dict by field name, or with ``fields`` a tuple of those fields' values in
+    that order (what the worker's projection decodes). The function is generated once per
+    pipeline so that the per-event work is straight-line code with no loop over metrics;
+    :func:`updater_source` shows exactly what runs.
     """
     namespace: dict[str, Any] = {}
-    exec(compile(updater_source(group_by, metrics), "<eventfleet updater>", "exec"), namespace)
+    exec(compile(updater_source(group_by, metrics, fields), "<eventfleet updater>", "exec"), namespace)
     updater: Updater = namespace["update"]
     return updater
 
 
-def updater_source(group_by: Sequence[str], metrics: Sequence[Metric]) -> str:
+def updater_source(group_by: Sequence[str], metrics: Sequence[Metric], fields: Sequence[str] | None = None) -> str:
     """The Python source of the updater for this grouping and these metrics."""
-    fields = sorted({m.field for m in metrics if m.field is not None})
-    var = {field: f"v{i}" for i, field in enumerate(fields)}
-    key = ", ".join(["ws", *(f"r[{g!r}]" for g in group_by)])
+
+    def value(field: str) -> str:
+        return f"r[{field!r}]" if fields is None else f"r[{list(fields).index(field)}]"
+
+    used = sorted({m.field for m in metrics if m.field is not None})
+    var = {field: f"v{i}" for i, field in enumerate(used)}
+    key = ", ".join(["ws", *(value(g) for g in group_by)])
     lines = ["def update(state, ws, r):", f"    key = ({key},)"]
-    lines += [f"    {var[f]} = r[{f!r}]" for f in fields]
+    lines += [f"    {var[f]} = {value(f)}" for f in used]
     first = ", ".join("1" if m.kind == "count" else var[m.field or ""] for m in metrics)
     lines += [
         "    a = state.get(key)",

@@ -248,6 +248,7 @@ def _cell(column: str, value: Any) -> str:
 
 def _check_config(args: argparse.Namespace) -> int:
     from .aggregate import updater_source
+    from .decode import projection_source
     from .sinks import check_sink
 
     pipeline = config.load(args.config)
@@ -259,7 +260,10 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
     for line in sink_lines:
         print(f"  sink: {line}")
-    print("  per event it runs:\n" + updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics))
+    fields = pipeline.event_fields()
+    decoder = projection_source(dict(pipeline.schema), fields)[0] if pipeline.decoder == "fastavro" else ""
+    updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
+    print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}{updater}")
     return 0
 
 

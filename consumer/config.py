@@ -128,6 +128,13 @@ class Pipeline:
     fleet: FleetSettings = field(default_factory=FleetSettings)
     dlq: DlqSettings = field(default_factory=DlqSettings)
 
+    def event_fields(self) -> tuple[str, ...]:
+        """The event fields the worker reads, in the order its decoder returns them: the time
+        field (if any) first, then the group-by fields and the metrics' fields."""
+        names = [self.window.time_field] if self.window.time_field else []
+        names += [*self.aggregate.group_by, *(m.field for m in self.aggregate.metrics if m.field)]
+        return tuple(dict.fromkeys(names))
+
     def column_types(self) -> dict[str, str]:
         """Output column -> Avro type name, in table order (window, group-by, metrics)."""
         cols = {"window_start": "long", "window_end": "long"}

