@@ -14,7 +14,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
-# Every optional extra but dev (cavro, and msk where the project has it) goes in: the image is the
+# Every optional extra but dev (msk where the project has it) goes in: the image is the
 # one thing deployed. --only-binary: dependencies come as wheels, so no compiler is needed here or
 # ends up in the final image.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

@@ -48,7 +48,6 @@ CONTENDERS = (
     "quix",
     "eventfleet-1",
     "eventfleet-2",
-    "eventfleet-1-cavro",
     "eventfleet-1-postgres",
     "eventfleet-1-kafka",
 )
@@ -198,11 +197,11 @@ class PgTarget:
 PG = PgTarget()
 
 
-def run_eventfleet(workers: int, decoder: str = "fastavro", sink: str = "sqlite") -> Any:
+def run_eventfleet(workers: int, sink: str = "sqlite") -> Any:
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
         dsn = PG.dsn if sink == "postgres" else None
         server_cpu = PG.server.cpu_seconds() if dsn and PG.server else 0.0
-        pipeline_file = write_pipeline(work, bootstrap, topic, group, decoder, dsn, sink)
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, dsn, sink)
         db = work / f"{group}.db"
         table = pg_table(group) if dsn else "ad_stats"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
@@ -241,7 +240,6 @@ RUNNERS = {
     "quix": run_quix,
     "eventfleet-1": run_eventfleet(1),
     "eventfleet-2": run_eventfleet(2),
-    "eventfleet-1-cavro": run_eventfleet(1, "cavro"),
     "eventfleet-1-postgres": run_eventfleet(1, sink="postgres"),
     "eventfleet-1-kafka": run_eventfleet(1, sink="kafka"),
 }
@@ -268,7 +266,6 @@ def write_pipeline(
     bootstrap: str,
     topic: str,
     group: str,
-    decoder: str = "fastavro",
     dsn: str | None = None,
     sink: str = "sqlite",
 ) -> Path:
@@ -277,7 +274,7 @@ def write_pipeline(
     ``sink="kafka"``."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
-    doc["schema"].update(path=str(ROOT / "schemas" / "ad_event.avsc"), decoder=decoder)
+    doc["schema"]["path"] = str(ROOT / "schemas" / "ad_event.avsc")
     if dsn is None:
         doc["sink"]["path"] = str(work / f"{group}.db")
     else:
@@ -427,8 +424,6 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1", "naive"),
         ("eventfleet-1", "quix"),
         ("eventfleet-2", "eventfleet-1"),
-        ("eventfleet-1-cavro", "naive"),
-        ("eventfleet-1-cavro", "quix"),
         ("eventfleet-1", "raw"),
         ("eventfleet-1-postgres", "eventfleet-1"),
         ("eventfleet-1-postgres", "naive"),

@@ -261,7 +261,7 @@ def _check_config(args: argparse.Namespace) -> int:
     for line in sink_lines:
         print(f"  sink: {line}")
     fields = pipeline.event_fields()
-    decoder = projection_source(dict(pipeline.schema), fields)[0] if pipeline.decoder == "fastavro" else ""
+    decoder = projection_source(dict(pipeline.schema), fields)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
     print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}{updater}")
     return 0

@@ -7,6 +7,7 @@ relative paths are then relative to the working directory.
 """
 
 import json
+import logging
 import os
 import re
 import tomllib
@@ -17,9 +18,11 @@ from typing import Any
 
 from . import auth
 from .aggregate import Metric
-from .decode import DECODERS, GROUPABLE, NUMERIC, cavro_available, check_schema, field_types, load_schema
+from .decode import GROUPABLE, NUMERIC, check_schema, field_types, load_schema
 from .errors import ConfigError
 from .window import parse_duration_ms
+
+log = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -119,7 +122,6 @@ class Pipeline:
     schema_path: Path
     schema: Mapping[str, Any]
     field_types: Mapping[str, str]
-    decoder: str
     window: WindowSettings
     aggregate: AggregateSettings
     sink: SinkSettings
@@ -174,7 +176,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate an already-read TOML document (``path`` anchors relative paths)."""
     base = path.parent
     kafka = _kafka(_table(doc, "kafka"), base)
-    schema_path, schema, types, decoder = _schema(_table(doc, "schema"), base)
+    schema_path, schema, types = _schema(_table(doc, "schema"), base)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
     sink = _sink(_table(doc, "sink"), base)
@@ -194,7 +196,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
     return Pipeline(
-        path, kafka, schema_path, schema, types, decoder, window, aggregate, sink, interval, metrics_port, fleet, dlq
+        path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq
     )
 
 
@@ -405,7 +407,7 @@ def _security(t: Mapping[str, Any], base: Path) -> tuple[str, str | None, dict[s
     return mode, region, auth.security_settings(mode, tls, username, password, ca_file)
 
 
-def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str], str]:
+def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
     raw = _string(t, "schema.path", "path")
     path = Path(raw) if raw.startswith(ENV_SOURCE) else base / raw
     if not raw.startswith(ENV_SOURCE) and not path.is_file():
@@ -428,16 +430,16 @@ def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dic
             "fix the schema file",
         ) from None
     decoder = _string(t, "schema.decoder", "decoder", default="fastavro")
-    if decoder not in DECODERS:
-        raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", f"use one of: {', '.join(DECODERS)}")
-    if decoder == "cavro" and not cavro_available():
-        raise ConfigError(
-            "schema.decoder", "cavro is not installed", "pip install 'eventfleet[cavro]', or use fastavro"
+    if decoder == "cavro":  # the optional decoder of earlier versions, slower than fastavro since
+        log.warning(  # the projection (README, Performance): accepted, decoded with fastavro
+            "schema.decoder = 'cavro' is deprecated and ignored: the fastavro decoder is faster; remove the key"
         )
+    elif decoder != "fastavro":
+        raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", 'use "fastavro" (the default)')
     for name in t:
         if name not in ("path", "decoder"):
             raise ConfigError(f"schema.{name}", "unknown key", "use path or decoder")
-    return path, schema, field_types(schema), decoder
+    return path, schema, field_types(schema)
 
 
 def _field_of(key: str, name: str, types: Mapping[str, str], allowed: tuple[str, ...], what: str) -> str:

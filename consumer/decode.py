@@ -65,20 +65,14 @@ def _without_logical_types(node: Any) -> Any:
     return node
 
 
-DECODERS = ("fastavro", "cavro")
-
-
-def make_decoder(schema: dict[str, Any], backend: str = "fastavro") -> Decoder:
+def make_decoder(schema: dict[str, Any]) -> Decoder:
     """Return ``decode(value) -> record`` for schemaless Avro values of ``schema``.
 
-    Raises on bytes that are not a record of this schema (truncated, wrong schema, garbage);
-    the worker turns that into a rejected message, never a crash. ``backend`` is fastavro (the
-    default, which also rejects bytes left over after the record) or cavro (optional, about
-    twice as fast; it cannot tell whether bytes were left over).
+    Raises on bytes that are not a record of this schema (truncated, wrong schema, garbage,
+    bytes left over after the record); the worker turns that into a rejected message, never a
+    crash.
     """
     plain = _without_logical_types(copy.deepcopy(schema))
-    if backend == "cavro":
-        return _cavro_decoder(plain)
     named: dict[str, Any] = {}
     parsed = parse_schema(plain, named_schemas=named)
 
@@ -127,7 +121,7 @@ PRIMITIVE_READERS = {"boolean": "read_boolean", "int": "read_long", "long": "rea
                      "double": "read_double", "bytes": "read_bytes", "string": "read_utf8"}  # fmt: skip
 
 
-def make_projection(schema: dict[str, Any], fields: Sequence[str], backend: str = "fastavro") -> Projection:
+def make_projection(schema: dict[str, Any], fields: Sequence[str]) -> Projection:
     """Return ``decode(value) -> tuple``: the values of ``fields`` (top-level field names, in
     that order) of a schemaless Avro record of ``schema``: what the worker needs of an event.
 
@@ -142,16 +136,12 @@ def make_projection(schema: dict[str, Any], fields: Sequence[str], backend: str 
     if missing:
         raise ValueError(f"the schema has no field {missing[0]!r}")
     plain = _without_logical_types(copy.deepcopy(schema))
-    full = make_decoder(schema, backend)
-    if backend == "fastavro":
-        generated = _generated_projection(plain, fields, full)
-        if generated is not None:
-            return generated
-    return _dict_projection(full, fields)
+    full = make_decoder(schema)
+    return _generated_projection(plain, fields, full) or _dict_projection(full, fields)
 
 
 def _dict_projection(decode: Decoder, fields: Sequence[str]) -> Projection:
-    """The fields of a decoded record as a tuple (the cavro backend, or another fastavro)."""
+    """The fields of a decoded record as a tuple (a fastavro without the per-type readers)."""
     if not fields:
         return lambda value: (decode(value), ())[1]
     if len(fields) == 1:
@@ -237,21 +227,6 @@ def _probe_record(schema: dict[str, Any]) -> Record:
         else:
             raise ValueError(f"no probe value for {f['name']}")
     return record
-
-
-def _cavro_decoder(schema: dict[str, Any]) -> Decoder:
-    import cavro  # optional: pip install 'eventfleet[cavro]'
-
-    decode: Decoder = cavro.Schema(json.dumps(schema), options=cavro.Options(record_decodes_to_dict=True)).binary_decode
-    return decode
-
-
-def cavro_available() -> bool:
-    try:
-        import cavro  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def make_encoder(schema: dict[str, Any]) -> Callable[[Record], bytes]:

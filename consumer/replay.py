@@ -230,7 +230,7 @@ def resolve_floor(
         return floor, f"windows from {iso(floor)}{rounded} are recomputed; earlier windows are kept as they are"
     topics = pipeline.kafka.topics
     time_field = pipeline.window.time_field
-    decode = make_projection(dict(pipeline.schema), [time_field] if time_field else [], pipeline.decoder)
+    decode = make_projection(dict(pipeline.schema), [time_field] if time_field else [])
 
     def event_time(msg: Any) -> int | None:
         try:

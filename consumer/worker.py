@@ -55,7 +55,7 @@ class Worker:
         self.group = pipeline.kafka.group_id
         # an event decodes to a tuple of the fields it needs, the time field first
         fields = pipeline.event_fields()
-        self.decode = make_projection(dict(pipeline.schema), fields, pipeline.decoder)
+        self.decode = make_projection(dict(pipeline.schema), fields)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)

@@ -147,6 +147,26 @@ def test_missing_schema_file(tmp_path: Path) -> None:
     assert "missing.avsc" in str(err)
 
 
+def test_decoder_fastavro_is_accepted_and_others_are_named(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["schema"]["decoder"] = "fastavro"
+    assert load(_write(tmp_path, doc)).event_fields() == ("ts", "campaign_id", "event_type", "price_micros")
+    doc["schema"]["decoder"] = "avro-c"
+    err = _error(tmp_path, doc)
+    _assert_names(err, "schema.decoder")
+    assert "unknown decoder 'avro-c'" in str(err) and "fastavro" in str(err)
+
+
+def test_decoder_cavro_is_deprecated_not_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """cavro was an optional decoder; the fastavro projection is faster. Old files still load."""
+    doc = _doc()
+    doc["schema"]["decoder"] = "cavro"
+    with caplog.at_level("WARNING", logger="consumer.config"):
+        pipeline = load(_write(tmp_path, doc))
+    assert pipeline.event_fields() == ("ts", "campaign_id", "event_type", "price_micros")
+    assert "schema.decoder = 'cavro' is deprecated and ignored" in caplog.text
+
+
 def test_schema_not_a_record(tmp_path: Path) -> None:
     (tmp_path / "bad.avsc").write_text('"string"', encoding="utf-8")
     doc = _doc()

@@ -182,31 +182,6 @@ def test_wrong_enum_index_raises(schema: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the optional cavro backend: the same records as fastavro, the same refusals of broken bytes
-
-
-def test_cavro_decodes_what_fastavro_decodes(schema: dict[str, Any]) -> None:
-    pytest.importorskip("cavro")
-    encode = make_encoder(schema)
-    fast, cavro = make_decoder(schema, "fastavro"), make_decoder(schema, "cavro")
-    rng = random.Random(11)
-    for _ in range(500):
-        record = _record(rng)
-        value = encode(record)
-        assert cavro(value) == record == fast(value)
-        assert isinstance(cavro(value)["ts"], int)
-
-
-def test_cavro_rejects_truncated_values(schema: dict[str, Any]) -> None:
-    pytest.importorskip("cavro")
-    value = make_encoder(schema)(FIXED)
-    cavro = make_decoder(schema, "cavro")
-    for cut in range(len(value)):
-        with pytest.raises(Exception):  # noqa: B017 - any error: the worker keeps it as a reject
-            cavro(value[:cut])
-
-
-# ---------------------------------------------------------------------------------------------
 # the projection: the worker's decoder, only the fields it needs, the same acceptance as fastavro
 
 EVERYTHING = {
@@ -346,13 +321,3 @@ def test_projection_rejects_unknown_fields(schema: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="no field 'nope'"):
         make_projection(schema, ["ts", "nope"])
 
-
-def test_cavro_projection_equals_fastavro(schema: dict[str, Any]) -> None:
-    pytest.importorskip("cavro")
-    encode = make_encoder(schema)
-    rng = random.Random(12)
-    for fields in (["ts", "campaign_id", "event_type", "price_micros"], ["ts"], []):
-        fast, cavro = make_projection(schema, fields), make_projection(schema, fields, "cavro")
-        for _ in range(200):
-            value = encode(_record(rng))
-            assert cavro(value) == fast(value)

@@ -391,7 +391,6 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         partitions: int = 8,
         flush: str = "500ms",
         extra: str = "",
-        decoder: str = "fastavro",
         sections: str = "",
         sink: str = "sqlite",
     ) -> Pipeline:
@@ -422,7 +421,6 @@ group_id = "{group}"
 {extra}
 [schema]
 path = "{SCHEMA_PATH}"
-decoder = "{decoder}"
 [window]
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"

@@ -11,9 +11,8 @@ from .conftest import Kafka, assert_exact, generate, ground_truth, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("decoder", ["fastavro", "cavro"])
-def test_two_workers_aggregate_exactly(kafka: Kafka, pipeline, decoder: str) -> None:
-    p = pipeline(partitions=8, decoder=decoder)
+def test_two_workers_aggregate_exactly(kafka: Kafka, pipeline) -> None:
+    p = pipeline(partitions=8)
     events = generate(200_000, 8, seed=1)
     kafka.produce(p.topic, events)
     ends = kafka.ends(p.topic)
