@@ -263,7 +263,7 @@ def _check_config(args: argparse.Namespace) -> int:
     fields = pipeline.event_fields()
     decoder = projection_source(dict(pipeline.schema), fields)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
-    print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}{updater}")
+    print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}\n{updater}")
     return 0
 
 

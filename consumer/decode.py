@@ -174,11 +174,12 @@ def projection_source(schema: dict[str, Any], fields: Sequence[str]) -> tuple[st
             constants[f"T{i}"] = t
             read = f"_read_data(fo, T{i}, names, None, options)"
         name = field["name"]
-        lines.append(f"    {keep[name]} = {read}" if name in keep else f"    {read}")
+        label = name if name.isidentifier() else repr(name)  # a comment: never a line break
+        lines.append(f"    {keep[name] + ' = ' if name in keep else ''}{read}  # {label}")
     lines += [
         "    if fo.tell() != len(value):",
         '        raise ValueError(f"{len(value) - fo.tell()} bytes left over after the record")',
-        f"    return ({''.join(keep[f] + ', ' for f in fields).rstrip(' ')})",
+        f"    return ({', '.join(keep[f] for f in fields)}{',' if len(fields) == 1 else ''})",
     ]
     return "\n".join(lines) + "\n", constants
 

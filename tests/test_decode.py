@@ -321,3 +321,11 @@ def test_projection_rejects_unknown_fields(schema: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="no field 'nope'"):
         make_projection(schema, ["ts", "nope"])
 
+
+def test_projection_of_a_schema_with_odd_field_names() -> None:
+    """Field names are only data in the generated code (fastavro accepts any string)."""
+    schema = {"type": "record", "name": "Odd", "fields": [
+        {"name": "a\nraise SystemExit", "type": "long"}, {"name": "b'\"", "type": "string"}]}  # fmt: skip
+    value = make_encoder(schema)({"a\nraise SystemExit": 5, "b'\"": "x"})
+    assert make_projection(schema, ["b'\"", "a\nraise SystemExit"])(value) == ("x", 5)
+    assert make_projection(schema, ["b'\""]).__code__.co_filename == "<eventfleet projection>"
