@@ -210,10 +210,18 @@ def run_eventfleet(workers: int, sink: str = "sqlite") -> Any:
             with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
                 cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(pipeline_file)]
                 procs.append(subprocess.Popen(cmd, stderr=stderr, cwd=ROOT))
-        if sink == "kafka":
-            done_at = wait_offsets_committed(bootstrap, group, topic, events, procs)
-        else:
-            done_at = wait_sink_complete(db, group, topic, events, procs, dsn=dsn, table=table)
+        try:
+            if sink == "kafka":
+                done_at = wait_offsets_committed(bootstrap, group, topic, events, procs)
+            else:
+                done_at = wait_sink_complete(db, group, topic, events, procs, dsn=dsn, table=table)
+        except BaseException:  # a worker failed or time ran out: stop the others, show why
+            for p in procs:
+                p.kill()
+                p.wait()
+            for log in logs:
+                print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-5:]), file=sys.stderr)
+            raise
         usages = []
         for p in procs:
             p.send_signal(signal.SIGTERM)
