@@ -345,3 +345,17 @@ def test_the_fallback_projection_equals_the_generated_one(schema: dict[str, Any]
         assert fallback(value) == generated(value)
         for broken in _mutations(rng, value):
             assert _outcome(fallback, broken) == _outcome(generated, broken)
+
+
+def test_a_fastavro_without_the_per_field_readers_is_said(
+    schema: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fields = ["ts", "campaign_id"]
+    generated = make_projection(schema, fields)
+    monkeypatch.delattr("fastavro._read.read_utf8")
+    with caplog.at_level("WARNING", logger="consumer.decode"):
+        fallback = make_projection(schema, fields)
+    assert "lacks the per-field readers eventfleet uses: decoding whole records" in caplog.text
+    assert fallback.__code__.co_filename != "<eventfleet projection>"
+    value = make_encoder(schema)(FIXED)
+    assert fallback(value) == generated(value) == (FIXED["ts"], FIXED["campaign_id"])
