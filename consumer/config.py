@@ -430,10 +430,8 @@ def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dic
             "fix the schema file",
         ) from None
     decoder = _string(t, "schema.decoder", "decoder", default="fastavro")
-    if decoder == "cavro":  # the optional decoder of earlier versions, slower than fastavro since
-        log.warning(  # the projection (README, Performance): accepted, decoded with fastavro
-            "schema.decoder = 'cavro' is deprecated and ignored: the fastavro decoder is faster; remove the key"
-        )
+    if decoder == "cavro":  # an optional decoder of earlier versions, slower than fastavro's projection
+        log.warning("schema.decoder = 'cavro' is deprecated and ignored: fastavro is faster; remove the key")
     elif decoder != "fastavro":
         raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", 'use "fastavro" (the default)')
     for name in t:

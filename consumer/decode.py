@@ -76,9 +76,7 @@ def make_decoder(schema: dict[str, Any]) -> Decoder:
     bytes left over after the record); the worker turns that into a rejected message, never a
     crash.
     """
-    plain = _without_logical_types(copy.deepcopy(schema))
-    named: dict[str, Any] = {}
-    parsed = parse_schema(plain, named_schemas=named)
+    parsed = parse_schema(_without_logical_types(copy.deepcopy(schema)))
 
     def decode(value: bytes) -> Record:
         buf = BytesIO(value)
@@ -87,35 +85,7 @@ def make_decoder(schema: dict[str, Any]) -> Decoder:
             raise ValueError(f"{len(value) - buf.tell()} bytes left over after the record")
         return record
 
-    return _fastavro_internal(plain, parsed, named, decode) or decode
-
-
-def _fastavro_internal(schema: dict[str, Any], parsed: Any, named: dict[str, Any], public: Decoder) -> Decoder | None:
-    """The same decoder on fastavro's internal ``read_record`` with its arguments resolved once,
-    without ``schemaless_reader``'s per-call set-up and type dispatch (about 0.5 us of 3 us an
-    event). Used only if it exists and decodes a probe record exactly as the public API does;
-    else None."""
-    try:
-        from fastavro._read import read_record  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    names = {"writer": named, "reader": named}
-    options: dict[str, Any] = {}
-
-    def decode(value: bytes) -> Record:
-        buf = BytesIO(value)
-        record: Record = read_record(buf, parsed, names, None, options)
-        if buf.tell() != len(value):
-            raise ValueError(f"{len(value) - buf.tell()} bytes left over after the record")
-        return record
-
-    try:
-        probe = make_encoder(schema)(_probe_record(schema))
-        if decode(probe) == public(probe):
-            return decode
-    except Exception:  # another fastavro version: the public API it is
-        pass
-    return None
+    return decode
 
 
 Projection = Callable[[bytes], tuple[Any, ...]]
@@ -218,25 +188,6 @@ def _generated_projection(schema: dict[str, Any], fields: Sequence[str], full: D
     except Exception:  # another fastavro version: the dict projection it is
         return None
     return decode
-
-
-def _probe_record(schema: dict[str, Any]) -> Record:
-    """A record with a value for every top-level field of the simple types; others left out."""
-    samples = {"string": "probe", "int": 7, "long": 2**40, "float": 0.5, "double": 0.25, "boolean": True,
-               "bytes": b"probe"}  # fmt: skip
-    record: Record = {}
-    for f in schema["fields"]:
-        t = f["type"]
-        kind = t.get("type") if isinstance(t, dict) else t
-        if kind == "enum":
-            record[f["name"]] = t["symbols"][-1]
-        elif isinstance(kind, str) and kind in samples:
-            record[f["name"]] = samples[kind]
-        elif isinstance(t, list) and "null" in t:
-            record[f["name"]] = None
-        else:
-            raise ValueError(f"no probe value for {f['name']}")
-    return record
 
 
 def make_encoder(schema: dict[str, Any]) -> Callable[[Record], bytes]:
