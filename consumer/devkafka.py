@@ -105,6 +105,7 @@ class Broker:
 
     home: Path
     port: int = DEFAULT_PORT
+    cluster_id: str | None = None  # for a fresh folder; None: a random one
 
     @property
     def bootstrap(self) -> str:
@@ -143,14 +144,7 @@ class Broker:
         java = ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]  # fmt: skip
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                capture_output=True,
-                text=True,
-            )
-            if fmt.returncode != 0:
-                raise KafkaSetupError(f"formatting the KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+            format_storage(java, props, self.cluster_id or new_cluster_id())
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 [*java, "kafka.Kafka", str(props)],
@@ -191,6 +185,24 @@ class Broker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
         except OSError:
             return ""
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64 (22 characters, may begin with '-')."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def format_command(java: list[str], props: Path, cluster_id: str) -> list[str]:
+    """The storage tool's command line. The id is joined to its option: one that begins with '-'
+    (1 in 64 ids) would otherwise be read as an option, and the format would fail."""
+    return [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(props)]
+
+
+def format_storage(java: list[str], props: Path, cluster_id: str) -> None:
+    """Format the KRaft storage of ``props``'s log.dirs with ``cluster_id``."""
+    fmt = subprocess.run(format_command(java, props, cluster_id), capture_output=True, text=True)
+    if fmt.returncode != 0:
+        raise KafkaSetupError(f"formatting the KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -488,3 +489,21 @@ def assert_exact(p: Pipeline, truth: Truth, ends: dict[int, int]) -> None:
     positions = p.positions()
     assert {q: positions[q][0] for q in ends if ends[q]} == {q: e for q, e in ends.items() if e}
     assert sum(v[1] for v in positions.values()) == truth.late
+
+
+def free_ports(count: int) -> int:
+    """A port P such that P .. P+count-1 are free on 127.0.0.1 (a broker and its controller)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {count} consecutive free ports")
