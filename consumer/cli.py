@@ -172,7 +172,12 @@ def _worker(args: argparse.Namespace) -> int:
     if args.metrics_port and args.heartbeat_fd is None:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port)
+        from .http import PortError
+
+        try:  # before the worker joins the group
+            start_http_server(args.metrics_port)
+        except OSError as e:
+            raise PortError(args.metrics_port, e, "Choose a free one with --metrics-port N (0 turns it off)") from None
     return run(pipeline, args.worker_id, args.heartbeat_fd)
 
 

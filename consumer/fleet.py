@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
@@ -83,20 +84,33 @@ class Supervisor:
         self.extra_args = extra_args
         self.stopping = False
         self.selector = selectors.DefaultSelector()
+        self.server: ThreadingHTTPServer | None = None
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="eventfleet-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)  # before prometheus is imported
 
     # -- life cycle -----------------------------------------------------------------------------
 
+    def listen(self) -> None:
+        """Bind the metrics port, first of all: a port taken stops start-up before any worker joins."""
+        from .http import serve
+
+        fix = "Choose a free one with --metrics-port N or [metrics] port = N in the pipeline (0 turns it off)"
+        self.server = serve(self.metrics_port, self.healthy, self.ready, fix=fix) if self.metrics_port else None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
     def run(self) -> int:
         from . import metrics
-        from .http import serve
 
         self.metrics = metrics
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGUSR1, self._forward)
-        server = serve(self.metrics_port, self.healthy, self.ready) if self.metrics_port else None
+        server = self.server
         log.info(
             "supervisor started: %d workers, group %s, metrics %s",
             len(self.slots),
@@ -110,9 +124,7 @@ class Supervisor:
                 self._watch(timeout_s=0.5)
             return self._shutdown()
         finally:
-            if server is not None:
-                server.shutdown()
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.close()
 
     def _start(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
@@ -226,5 +238,10 @@ def run(pipeline: Pipeline, workers: int | None, metrics_port: int | None, extra
     supervisor = Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args)
     from .source import check_topics  # only now: it imports prometheus_client, which reads the env
 
-    check_topics(pipeline)  # a missing topic or broker is a start-up error, not a crash loop
+    try:
+        supervisor.listen()
+        check_topics(pipeline)  # a missing topic or broker is a start-up error, not a crash loop
+    except BaseException:
+        supervisor.close()
+        raise
     return supervisor.run()

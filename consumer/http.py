@@ -7,13 +7,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from .errors import EventfleetError
+
 log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
 
 
-def serve(port: int, healthy: Check, ready: Check, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR."""
+class PortError(EventfleetError):
+    """The metrics port cannot be bound (another process has it); raised before anything starts."""
+
+    def __init__(self, port: int, error: OSError, fix: str) -> None:
+        super().__init__(f"cannot serve /metrics on port {port}: {error.strerror or error}. {fix}")
+
+
+def serve(port: int, healthy: Check, ready: Check, host: str = "0.0.0.0", fix: str = "") -> ThreadingHTTPServer:
+    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR.
+    A port that cannot be bound raises :class:`PortError` with ``fix``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -38,7 +48,10 @@ def serve(port: int, healthy: Check, ready: Check, host: str = "0.0.0.0") -> Thr
         def log_message(self, format: str, *args: object) -> None:
             log.debug("http: " + format, *args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise PortError(port, e, fix) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -3,8 +3,10 @@
 import io
 import itertools
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,37 @@ def test_run_with_the_pipeline_and_schema_in_environment_variables(kafka: Kafka,
     p.wait_caught_up(ends)
     assert p.stop(proc) == 0, p.fleet_log()[-3000:]
     assert_exact(p, ground_truth(events), ends)
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_metrics_port_taken_stops_start_up_before_joining_the_group(kafka: Kafka, pipeline, command: str) -> None:
+    p = pipeline(partitions=2)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = eventfleet(command, "--config", str(p.path), "--metrics-port", str(port), timeout=60)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr  # one line
+    assert result.stderr.startswith(f"eventfleet: cannot serve /metrics on port {port}")
+    assert "--metrics-port" in result.stderr
+    assert ("[metrics] port" in result.stderr) == (command == "run")  # the worker has no such default
+    assert group_members(kafka, p.group) == []
+
+
+def group_members(kafka: Kafka, group: str) -> list[object]:
+    """The members of a consumer group ([] for a group that no one ever joined)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    deadline = time.monotonic() + 30
+    while True:
+        (future,) = kafka.admin.describe_consumer_groups([group]).values()
+        try:
+            return list(future.result(30).members)
+        except KafkaException as e:
+            if e.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return []
+            # the group coordinator (the offsets topic) may still be on its way up
+            assert e.args[0].retriable() or e.args[0].code() == KafkaError.NOT_COORDINATOR, e
+            assert time.monotonic() < deadline, e
+            time.sleep(0.2)
