@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     prod.add_argument("--seed", type=int, default=1, help="random seed (same seed, same events)")
     prod.add_argument("--start", type=int, help="event time of the first event, epoch ms (default: now)")
     prod.add_argument("--events-per-second", type=float, help="event-time density (default: --rate, else 2000)")
+    prod.add_argument("--create-topic", action="store_true", help="create the pipeline's topic first if it is missing")
+    prod.add_argument(
+        "--partitions", type=int, help="partitions of a topic --create-topic creates (default: the broker's default)"
+    )
     prod.set_defaults(func=_produce)
 
     res = sub.add_parser("results", help="print the aggregates from the sink")
@@ -183,8 +187,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _produce(args: argparse.Namespace) -> int:
     from .produce import produce
+    from .source import check_topics, create_topic
 
     pipeline = config.load(args.config)
+    topic = pipeline.kafka.topics[0]
+    if args.create_topic and create_topic(pipeline, topic, args.partitions):
+        print(f"created topic {topic}" + (f" with {args.partitions} partitions" if args.partitions else ""))
+    check_topics(pipeline, topics=(topic,))  # not a delivery error per event: one line, with the fix
     s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second)
     print(
         f"produced {s.produced:,} events to {pipeline.kafka.topics[0]} in {s.seconds:.1f} s "

@@ -75,8 +75,9 @@ def _log_client_error(error: KafkaError) -> None:
     log.error("Kafka client error: %s", error)
 
 
-def check_topics(pipeline: Pipeline, client: Any = None) -> None:
-    """Fail fast, with the fix, when the broker is unreachable or a topic is missing."""
+def check_topics(pipeline: Pipeline, client: Any = None, topics: tuple[str, ...] | None = None) -> None:
+    """Fail fast, with the fix, when the broker is unreachable or a topic (default: every topic the
+    pipeline reads) is missing."""
     if client is None:
         from confluent_kafka.admin import AdminClient
 
@@ -89,13 +90,34 @@ def check_topics(pipeline: Pipeline, client: Any = None) -> None:
             f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
             "running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
         ) from None
-    for topic in pipeline.kafka.topics:
+    for topic in pipeline.kafka.topics if topics is None else topics:
         meta = found.get(topic)
         if meta is None or meta.error is not None:
             raise SourceError(
-                f"topic {topic!r} does not exist on {servers}. Create it (kafka-topics.sh --create --topic "
-                f"{topic} --partitions N) or fix kafka.topics"
+                f"topic {topic!r} does not exist on {servers}. Create it with 'eventfleet produce --config "
+                f"{pipeline.source} --create-topic --partitions N --count 0' (N partitions; --count > 0 also "
+                "produces test events), or fix kafka.topics"
             )
+
+
+def create_topic(pipeline: Pipeline, topic: str, partitions: int | None) -> bool:
+    """Create ``topic`` on the pipeline's cluster (None: the broker's default partition count, and
+    always its default replication factor); False when it exists already."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient(pipeline.kafka.client_settings())
+    check_topics(pipeline, admin, topics=())  # an unreachable broker is said as such
+    future = admin.create_topics([NewTopic(topic, partitions or -1, -1)], request_timeout=METADATA_TIMEOUT_S)[topic]
+    try:
+        future.result(METADATA_TIMEOUT_S + 5)
+    except KafkaException as e:
+        if e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise SourceError(
+            f"cannot create topic {topic!r} on {pipeline.kafka.bootstrap_servers}: {e.args[0].str()}"
+        ) from None
+    return True
 
 
 class Source:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,27 @@ def group_members(kafka: Kafka, group: str) -> list[object]:
             assert e.args[0].retriable() or e.args[0].code() == KafkaError.NOT_COORDINATOR, e
             assert time.monotonic() < deadline, e
             time.sleep(0.2)
+
+
+def test_produce_to_a_missing_topic_stops_at_once_and_can_create_it(kafka: Kafka, tmp_path: Path) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:8]}"
+    cfg = tmp_path / "p.toml"
+    text = (ROOT / "examples" / "ad-stats.toml").read_text()
+    text = text.replace("127.0.0.1:9092", kafka.bootstrap).replace('"ad-events"', f'"{topic}"')
+    cfg.write_text(text.replace("../schemas/ad_event.avsc", str(SCHEMA_PATH)))
+    fix = f"eventfleet produce --config {cfg} --create-topic --partitions N --count 0"
+
+    missing = eventfleet("produce", "--config", str(cfg), "--count", "100000", timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and f"topic '{topic}' does not exist" in missing.stderr, missing.stderr
+    assert fix in missing.stderr
+    run = eventfleet("run", "--config", str(cfg), "--metrics-port", "0", timeout=60)  # run names the same fix
+    assert run.returncode == 2 and fix in run.stderr and "kafka-topics.sh" not in run.stderr, run.stderr
+
+    created = eventfleet("produce", "--config", str(cfg), "--count", "3000", "--create-topic", "--partitions", "3")
+    assert created.returncode == 0, created.stderr
+    assert f"created topic {topic} with 3 partitions" in created.stdout
+    assert "produced 3,000 events" in created.stdout
+    assert sum(kafka.ends(topic).values()) == 3000 and len(kafka.ends(topic)) == 3
+    again = eventfleet("produce", "--config", str(cfg), "--count", "0", "--create-topic", "--partitions", "3")
+    assert again.returncode == 0 and "created topic" not in again.stdout, again.stderr  # it exists: kept
