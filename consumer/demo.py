@@ -18,12 +18,12 @@ import tomli_w
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from tqdm import tqdm
 
 from . import config, devkafka
 from .cli import write_rows
 from .errors import EventfleetError
 from .produce import produce
+from .progress import Progress
 from .sinks import open_sink
 
 DEMO_DIR = Path(".eventfleet") / "demo"
@@ -127,7 +127,7 @@ def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subproces
     sink = open_sink(pipeline)
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
     try:
-        with tqdm(total=total, unit="ev", unit_scale=True, desc="aggregate", file=sys.stderr) as bar:
+        with Progress(total, "aggregate") as bar:
             while time.monotonic() < deadline:
                 stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
                 done = sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())

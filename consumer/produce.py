@@ -7,18 +7,17 @@ stream reproducible.
 """
 
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from tqdm import tqdm
 
 from .config import Pipeline
 from .decode import make_encoder
 from .errors import EventfleetError
+from .progress import Progress
 
 POOL_SIZES = (200, 12, 8, 6)  # distinct values of the 1st, 2nd, ... group-by field
 
@@ -133,7 +132,7 @@ def produce(
 
     started = time.monotonic()
     first = last = start_ms
-    bar = tqdm(total=count, unit="ev", unit_scale=True, disable=not progress, file=sys.stderr, desc=f"produce {topic}")
+    bar = Progress(count, f"produce {topic}", enabled=progress)
     for i in range(count):
         record = next(stream)
         if time_field is not None:

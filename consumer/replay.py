@@ -363,8 +363,7 @@ class ReplayWorker(Worker):
 def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool, float, float]:
     """Run the replay to the captured end offsets with a progress bar; (events, done, seconds in
     all, seconds from the first event to the last)."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from .progress import Progress
 
     ends = {p.tp: p.end for p in plan.partitions}
     quiet = logging.getLogger("consumer")
@@ -372,12 +371,11 @@ def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool
     if not verbose:
         quiet.setLevel(logging.WARNING)  # flush lines would bury the progress bar
     started = time.perf_counter()
-    with tqdm(total=plan.total, unit=" events", unit_scale=True, desc="replay", file=sys.stderr,
-              mininterval=0.5, dynamic_ncols=True) as bar, logging_redirect_tqdm():  # fmt: skip
+    with Progress(plan.total, "replay") as bar:
 
         def progress(n: int) -> None:
             if bar.n == 0:
-                bar.reset(plan.total)  # events/s and the ETA count from the first event, not the group join
+                bar.restart()  # events/s and the ETA count from the first event, not the group join
             bar.update(n)
 
         worker = ReplayWorker(pipeline, ends, progress)

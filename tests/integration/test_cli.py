@@ -20,9 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def eventfleet(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
+    done = subprocess.run([sys.executable, "-m", "consumer", *args], capture_output=True, cwd=cwd, timeout=timeout)
+    # decoded by hand: text=True would turn the carriage returns of a progress bar into newlines
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 def read_topic(kafka: Kafka, topic: str) -> list[tuple[int, dict | bytes]]:
@@ -53,6 +53,9 @@ def test_produce_run_results_json(kafka: Kafka, pipeline) -> None:
     )
     assert produced.returncode == 0, produced.stderr
     assert "produced 20,000 events" in produced.stdout
+    assert "\r" not in produced.stderr, produced.stderr  # stderr is a pipe: a few plain lines, no bar
+    assert 1 <= len(produced.stderr.splitlines()) <= 11
+    assert produced.stderr.splitlines()[-1].startswith(f"produce {p.topic}: 20,000 of 20,000 events (100%)")
     events = read_topic(kafka, p.topic)
     assert len(events) == 20_000
     assert len({r["campaign_id"] for _, r in events}) > 10  # realistic key spread
@@ -115,6 +118,9 @@ def test_kafka_status_and_demo(kafka: Kafka, tmp_path: Path) -> None:
         "--config", str(ROOT / "examples" / "ad-stats.toml"), cwd=tmp_path,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "\r" not in demo.stderr + demo.stdout  # output to a pipe: plain progress lines, no bar redraws
+    for step in ("produce", "aggregate"):
+        assert 1 <= sum(line.startswith(step) for line in demo.stderr.splitlines()) <= 11, demo.stderr
     assert "30,000 events:" in demo.stdout and "events/s from the first event consumed" in demo.stdout
     # the demo's own pipeline file can be queried again, and the counts add up
     (pipeline_file,) = (tmp_path / ".eventfleet" / "demo").glob("*.toml")
