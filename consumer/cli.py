@@ -158,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--partitions", type=int, default=8)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    demo.add_argument(
+        "--dsn", help="a postgres pipeline's PostgreSQL instead of its sink.dsn (libpq connection string)"
+    )
     demo.set_defaults(func=_demo)
     return p
 
@@ -313,4 +316,4 @@ def _postgres(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port)
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.dsn)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import tomli_w
@@ -21,23 +23,30 @@ from confluent_kafka.cimpl import NewTopic
 
 from . import config, devkafka
 from .cli import write_rows
-from .errors import EventfleetError
+from .errors import EventfleetError, SinkError
 from .produce import produce
 from .progress import Progress
-from .sinks import open_sink
+from .sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
 
 DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
 
 
-def demo(config_path: Path, count: int, partitions: int, workers: int, port: int) -> int:
+def demo(config_path: Path, count: int, partitions: int, workers: int, port: int, dsn: str | None = None) -> int:
+    """Run the pipeline of ``config_path`` (any sink; ``dsn``: another PostgreSQL than its own)."""
+    config.load(config_path)  # fail early, with the key and the fix
     bootstrap = f"127.0.0.1:{port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
         print(f"starting a local Kafka {devkafka.KAFKA_VERSION} on {bootstrap} (first time: Maven fetches the jars)")
         devkafka.Broker(devkafka.default_home(port), port).up()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id)
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, dsn)
     pipeline = config.load(pipeline_file)
+    if pipeline.sink.type == "postgres":  # the one sink on a server of its own: say how to start it
+        try:
+            check_sink(pipeline)
+        except SinkError as e:
+            raise SinkError(f"{e} (or pass eventfleet demo --dsn DSN)") from None
     topic = pipeline.kafka.topics[0]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
@@ -66,12 +75,9 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     if code:
         raise EventfleetError(f"the fleet exited with {code}; see {log_path}")
 
-    sink = open_sink(pipeline)
-    try:
+    with _reader(pipeline) as sink:
         columns, rows = sink.results()
         positions = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
-    finally:
-        sink.close()
     late = sum(p.late_events for p in positions.values())
     invalid = sum(p.invalid_events for p in positions.values())
     counted = sum(row[columns.index("events")] for row in rows) if "events" in columns else None
@@ -96,19 +102,23 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     return 0
 
 
-def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
-    """Copy the pipeline with this run's topic, group, broker and sink file (or table)."""
-    config.load(config_path)  # fail early, with the key and the fix
+def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, dsn: str | None) -> Path:
+    """Copy the pipeline with this run's topic, group, broker and sink file, table or topic."""
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     doc["kafka"]["bootstrap_servers"] = bootstrap
     doc["kafka"]["topics"] = [f"{doc['kafka']['topics'][0]}-{run_id}"]
     doc["kafka"]["group_id"] = f"{doc['kafka']['group_id']}-{run_id}"
     doc["schema"]["path"] = os.path.relpath((config_path.parent / doc["schema"]["path"]).resolve(), DEMO_DIR.resolve())
-    if doc["sink"].get("type") == "postgres":  # a fresh table per run in the pipeline's database
-        doc["sink"]["table"] = f"{doc['sink']['table']}_{run_id.replace('-', '_')}"
+    sink = doc["sink"]
+    if sink["type"] == "postgres":  # a fresh table per run in the pipeline's database
+        sink["table"] = f"{sink['table']}_{run_id.replace('-', '_')}"
+        if dsn is not None:
+            sink["dsn"] = dsn
+    elif sink["type"] == "kafka":  # a fresh output topic per run on the demo's broker
+        sink["topic"] = f"{sink['topic']}-{run_id}"
     else:
-        doc["sink"]["path"] = f"{run_id}.db"
+        sink["path"] = f"{run_id}.db"
     doc.setdefault("flush", {})["interval"] = "1s"
     path = DEMO_DIR / f"{run_id}.toml"
     path.write_text(tomli_w.dumps(doc))
@@ -124,19 +134,33 @@ def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subproces
     finally:
         probe.close()
     total = sum(ends.values())
-    sink = open_sink(pipeline)
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    with _reader(pipeline) as sink, Progress(total, "aggregate") as bar:
+        while time.monotonic() < deadline:
+            stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
+            done = sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())
+            bar.update(done - bar.n)
+            if done >= total:
+                return
+            if any(p.poll() is not None for p in procs):
+                raise EventfleetError("a worker exited before the topic was processed; see its log")
+            time.sleep(0.2)
+    raise EventfleetError(f"not caught up within {CATCH_UP_TIMEOUT_S:.0f} s")
+
+
+@contextmanager
+def _reader(pipeline: config.Pipeline) -> Iterator[Sink]:
+    """The pipeline's sink, for reading results and positions beside the fleet. The kafka sink's
+    positions are its group's committed offsets: it reads them with a consumer of the group that
+    never subscribes (so never joins)."""
+    sink = open_sink(pipeline)
+    reader = None
     try:
-        with Progress(total, "aggregate") as bar:
-            while time.monotonic() < deadline:
-                stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
-                done = sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())
-                bar.update(done - bar.n)
-                if done >= total:
-                    return
-                if any(p.poll() is not None for p in procs):
-                    raise EventfleetError("a worker exited before the topic was processed; see its log")
-                time.sleep(0.2)
+        if positions_in_kafka(sink):
+            reader = Consumer({**pipeline.kafka.client_settings(), "group.id": pipeline.kafka.group_id})
+            use_consumer(sink, reader)
+        yield sink
     finally:
         sink.close()
-    raise EventfleetError(f"not caught up within {CATCH_UP_TIMEOUT_S:.0f} s")
+        if reader is not None:
+            reader.close()

@@ -217,3 +217,35 @@ def test_produce_to_a_missing_topic_stops_at_once_and_can_create_it(kafka: Kafka
     assert sum(kafka.ends(topic).values()) == 3000 and len(kafka.ends(topic)) == 3
     again = eventfleet("produce", "--config", str(cfg), "--count", "0", "--create-topic", "--partitions", "3")
     assert again.returncode == 0 and "created topic" not in again.stdout, again.stderr  # it exists: kept
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_the_demo_runs_every_shipped_example(kafka: Kafka, tmp_path: Path, example: Path, request) -> None:
+    port = kafka.bootstrap.rsplit(":", 1)[1]
+    dsn: list[str] = []
+    if 'type = "postgres"' in example.read_text():
+        dsn = ["--dsn", request.getfixturevalue("postgres").dsn]
+    demo = eventfleet("demo", "--events", "5000", "--partitions", "2", "--workers", "1", "--port", port,
+                      "--config", str(example), *dsn, cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    late = int(demo.stdout.split(" aggregated, ")[1].split(" late")[0].replace(",", ""))
+    aggregated = int(demo.stdout.split("5,000 events: ")[1].split(" aggregated")[0].replace(",", ""))
+    assert aggregated + late == 5000 and aggregated > 4000, demo.stdout
+    (pipeline_file,) = (tmp_path / ".eventfleet" / "demo").glob("*.toml")
+    rows = json.loads(eventfleet("results", "--config", str(pipeline_file), "--format", "json").stdout)
+    assert sum(r["events"] for r in rows) == aggregated  # the sink holds what the demo said
+
+
+def test_the_demo_of_a_postgres_example_without_a_server_says_how_to_start_one(kafka: Kafka, tmp_path: Path) -> None:
+    from .conftest import free_ports
+
+    port = kafka.bootstrap.rsplit(":", 1)[1]
+    nowhere = f"postgresql://eventfleet@127.0.0.1:{free_ports(1)}/postgres"
+    demo = eventfleet("demo", "--events", "5000", "--port", port, "--dsn", nowhere,
+                      "--config", str(ROOT / "examples" / "ad-stats-postgres.toml"), cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 2, demo.stderr[-3000:]
+    assert demo.stderr.count("\n") == 1 and "eventfleet postgres up" in demo.stderr, demo.stderr
+    assert "--dsn" in demo.stderr and "produced" not in demo.stdout
