@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import auth
+from . import auth, kafkalog
 from .aggregate import Metric
 from .decode import GROUPABLE, NUMERIC, check_schema, field_types, load_schema
 from .errors import ConfigError
@@ -66,9 +66,11 @@ class KafkaSettings:
     def client_settings(self) -> dict[str, Any]:
         """Settings every Kafka client of the pipeline needs (producers and admin clients too):
         the bootstrap servers, the security.*, sasl.*, ssl.* keys of [kafka.config], and what
-        ``auth``/``tls`` stand for, with the MSK IAM token callback."""
+        ``auth``/``tls`` stand for, with the MSK IAM token callback; and the callbacks that route
+        librdkafka's logs and errors through logging (:mod:`consumer.kafkalog`)."""
         security = {k: v for k, v in self.config.items() if k.startswith(("security.", "sasl.", "ssl."))}
         settings = {"bootstrap.servers": self.bootstrap_servers, **security, **self.security}
+        settings.update(kafkalog.client_hooks())  # librdkafka's lines through logging, brokers lost and back
         if self.auth == "msk-iam":
             settings["oauth_cb"] = auth.MskIamToken(self.region or "")
         return settings

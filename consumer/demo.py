@@ -48,7 +48,7 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
         except SinkError as e:
             raise SinkError(f"{e} (or pass eventfleet demo --dsn DSN)") from None
     topic = pipeline.kafka.topics[0]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(pipeline.kafka.client_settings())
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     print(f"topic {topic} with {partitions} partitions; pipeline {pipeline_file}")
 
@@ -127,7 +127,7 @@ def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, dsn: str | No
 
 def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subprocess.Popen[bytes]]) -> None:
     """Block until the sink's positions reach the end of every partition."""
-    probe = Consumer({"bootstrap.servers": pipeline.kafka.bootstrap_servers, "group.id": "eventfleet-demo-probe"})
+    probe = Consumer({**pipeline.kafka.client_settings(), "group.id": "eventfleet-demo-probe"})
     try:
         meta = probe.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta}

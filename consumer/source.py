@@ -6,14 +6,16 @@ traceback and re-raised from the next :meth:`Source.consume`, never swallowed.
 
 import logging
 import os
+import re
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from . import metrics
+from . import kafkalog, metrics
 from .config import Pipeline
 from .errors import EventfleetError
 
@@ -23,7 +25,7 @@ Handler = Callable[[list[KafkaPartition]], None]
 
 
 METADATA_TIMEOUT_S = 15.0
-STATS_INTERVAL_MS = 5000  # consumer lag per partition for the metrics
+METADATA_SLICE_S = 1.0  # between two looks at the clients' errors while waiting for the metadata
 
 
 class SourceError(EventfleetError):
@@ -61,7 +63,6 @@ def consumer_settings(pipeline: Pipeline) -> dict[str, Any]:
         "client.id": client_id(),
     }
     settings.update(pipeline.kafka.config)
-    settings["error_cb"] = _log_client_error
     return settings
 
 
@@ -69,10 +70,6 @@ def client_id() -> str:
     """Names the host and process (and its supervisor) of a group member, so that ``eventfleet
     replay`` can say which members are still running and whom to stop."""
     return f"eventfleet-{socket.gethostname()}-pid{os.getpid()}-ppid{os.getppid()}"
-
-
-def _log_client_error(error: KafkaError) -> None:
-    log.error("Kafka client error: %s", error)
 
 
 def check_topics(pipeline: Pipeline, client: Any = None, topics: tuple[str, ...] | None = None) -> None:
@@ -83,13 +80,22 @@ def check_topics(pipeline: Pipeline, client: Any = None, topics: tuple[str, ...]
 
         client = AdminClient(pipeline.kafka.client_settings())
     servers = pipeline.kafka.bootstrap_servers
-    try:
-        found = client.list_topics(timeout=METADATA_TIMEOUT_S).topics
-    except KafkaException as e:
-        raise SourceError(
-            f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
-            "running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
-        ) from None
+    started = time.monotonic()
+    with kafkalog.WATCH.checking():  # this check says what is wrong, in one line
+        while True:
+            try:
+                found = client.list_topics(timeout=METADATA_SLICE_S).topics
+                break
+            except KafkaException as e:
+                client.poll(0)  # serves the error callbacks: an authentication or TLS failure is known now
+                failure = kafkalog.WATCH.failure(started)
+                if failure is not None:
+                    raise SourceError(_explain(failure, servers)) from None
+                if time.monotonic() - started >= METADATA_TIMEOUT_S:
+                    raise SourceError(
+                        f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the "
+                        "broker running and kafka.bootstrap_servers right? ('eventfleet kafka up' starts a local one)"
+                    ) from None
     for topic in pipeline.kafka.topics if topics is None else topics:
         meta = found.get(topic)
         if meta is None or meta.error is not None:
@@ -120,6 +126,19 @@ def create_topic(pipeline: Pipeline, topic: str, partitions: int | None) -> bool
     return True
 
 
+def _explain(failure: kafkalog.Failure, servers: str) -> str:
+    reason = re.sub(r"\s*\(after \d+ms in state \w+\)$", "", failure.detail.split(": ", 1)[-1])
+    if failure.kind == "authentication":
+        return (
+            f"Kafka at {servers} refused to authenticate this client ({reason}). Check [kafka] auth, username "
+            "and password (and that the user exists on the cluster with this mechanism)"
+        )
+    return (
+        f"the TLS handshake with Kafka at {servers} failed ({reason}). Check [kafka] tls (is this port a TLS "
+        "listener?) and ca_file (the CA that signed the brokers' certificates)"
+    )
+
+
 class Source:
     """A subscribed consumer whose rebalances call the worker's handlers."""
 
@@ -133,8 +152,7 @@ class Source:
     ) -> None:
         settings = consumer_settings(pipeline)
         if on_stats is not None:
-            settings.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
-            settings["stats_cb"] = on_stats
+            settings["stats_cb"] = kafkalog.client_hooks(on_stats)["stats_cb"]  # the lag, and brokers back
         self.consumer = Consumer(settings)
         self._error: BaseException | None = None
         try:

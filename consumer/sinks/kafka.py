@@ -218,12 +218,7 @@ def producer_settings(pipeline: Pipeline, transactional_id: str) -> dict[str, An
     }
     settings.update(pipeline.sink.config)
     settings.update({"transactional.id": transactional_id, "enable.idempotence": True, "acks": "all"})
-    settings["error_cb"] = _log_client_error
     return settings
-
-
-def _log_client_error(error: KafkaError) -> None:
-    log.error("Kafka producer error: %s", error)
 
 
 class KafkaSink:
