@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__, config, devkafka, devpostgres
 from .decode import load_schema
 from .errors import ConfigError, EventfleetError
-from .registry import RegistryUnavailable, UnknownSchema, connect
+from .registry import RegistryUnavailable, UnknownSchema, connect, header_size
 
 log = logging.getLogger("eventfleet")
 
@@ -276,7 +276,7 @@ def _check_config(args: argparse.Namespace) -> int:
     writer, reader, start = dict(pipeline.schema), None, 0
     if pipeline.registry is not None:
         writer, line = _check_registry(pipeline)
-        reader, start = dict(pipeline.schema), connect(pipeline.registry).header_size
+        reader, start = dict(pipeline.schema), header_size(pipeline.registry)
         print(f"  registry: {line}")
     decoder = projection_source(writer, fields, reader, start)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)

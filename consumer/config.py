@@ -40,7 +40,7 @@ SINK_TYPES = ("sqlite", "postgres", "kafka")
 SINK_KEYS = {
     "sqlite": ("type", "path", "table"),
     "postgres": ("type", "dsn", "table"),
-    "kafka": ("type", "topic", "config"),
+    "kafka": ("type", "topic", "config", "registry"),
 }
 PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 PG_TABLE_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
@@ -96,6 +96,7 @@ class SinkSettings:
     dsn: str | None = None  # postgres: libpq connection string; None: the PG* environment variables
     topic: str = ""  # kafka: the output topic
     config: Mapping[str, Any] = field(default_factory=dict)  # kafka: librdkafka producer settings
+    registry: bool = False  # kafka: register the output schemas in [schema] registry and frame records
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,9 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     dlq = _dlq(_table(doc, "dlq", required=False))
     if sink.type == "kafka":
         _check_kafka_sink(kafka, sink, aggregate, dlq)
+        if sink.registry and registry is None:
+            raise ConfigError("sink.registry", "needs [schema] registry (where to register the output schemas)",
+                              "add registry = \"URL\" under [schema], or remove sink.registry")  # fmt: skip
     known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq"}
     for key in doc:
         if key not in known:
@@ -674,7 +678,10 @@ def _kafka_sink(t: Mapping[str, Any]) -> SinkSettings:
             raise ConfigError(
                 f"sink.config.{name}", f"must be a string, number or boolean, got {value!r}", "write a scalar value"
             )
-    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra))
+    registry = t.get("registry", False)
+    if not isinstance(registry, bool):
+        raise ConfigError("sink.registry", f"must be true or false, got {registry!r}", "write registry = true")
+    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra), registry=registry)
 
 
 KAFKA_SINK_FIELDS = ("source_topic", "source_partition")  # added to every output record

@@ -105,6 +105,14 @@ class RegistrySettings:
         return self.subject or f"{topic}-value"
 
 
+GLUE_HEADER_SIZE = 18  # header version, compression, the schema version's UUID
+
+
+def header_size(settings: RegistrySettings) -> int:
+    """The bytes before the Avro body in a value framed for this registry."""
+    return GLUE_HEADER_SIZE if settings.is_glue else CONFLUENT_HEADER.size
+
+
 def connect(settings: RegistrySettings) -> Registry:
     """The registry client for ``settings`` (no request is sent yet)."""
     if settings.is_glue:

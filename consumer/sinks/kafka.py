@@ -52,6 +52,7 @@ from ..aggregate import Partial, State, merge
 from ..config import Pipeline
 from ..decode import make_decoder, make_encoder
 from ..errors import ConfigError, PositionConflict, SinkError
+from ..registry import RegistryUnavailable, connect, header_size
 from . import Position, PositionWrite, Reject, TopicPartition
 from .sqlite import pipeline_signature
 
@@ -226,6 +227,38 @@ def _log_client_error(error: KafkaError) -> None:
     log.error("Kafka producer error: %s", error)
 
 
+def output_encoders(pipeline: Pipeline) -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
+    """The key and value encoders of the output records: schemaless Avro, or, with ``[sink]
+    registry = true``, framed with the ids of the output schemas, registered under
+    ``<output topic>-key`` and ``<output topic>-value`` so consumers use their usual deserializers."""
+    key, value = key_schema(pipeline), output_schema(pipeline)
+    if not pipeline.sink.registry:
+        return make_encoder(key), make_encoder(value)
+    assert pipeline.registry is not None  # config.py checks it
+    topic = pipeline.sink.topic
+    registry = connect(pipeline.registry)
+    try:
+        key_ref = registry.register(f"{topic}-key", key)
+        value_ref = registry.register(f"{topic}-value", value)
+    except RegistryUnavailable as e:
+        raise SinkError(f"cannot register the output schemas: {e}") from None
+    finally:
+        registry.close()
+    body_key, body_value = make_encoder(key), make_encoder(value)
+    frame = registry.frame
+    return (lambda k: frame(key_ref, body_key(k))), (lambda v: frame(value_ref, body_value(v)))
+
+
+def output_decoder(pipeline: Pipeline) -> Callable[[bytes], dict[str, Any]]:
+    """Decode an output record's value (after its registry header, when framed)."""
+    decode = make_decoder(output_schema(pipeline))
+    if not pipeline.sink.registry:
+        return decode
+    assert pipeline.registry is not None
+    start = header_size(pipeline.registry)
+    return lambda value: decode(value[start:])
+
+
 class KafkaSink:
     positions_in_kafka = True  # flush step 3 is part of the transaction
     partials_by_partition = True  # each record names the partition its events came from
@@ -237,8 +270,7 @@ class KafkaSink:
         self.metrics = pipeline.aggregate.metrics
         self.size = pipeline.window.size_ms
         self.fingerprint = fingerprint(pipeline)
-        self.encode_key = make_encoder(key_schema(pipeline))
-        self.encode_value = make_encoder(output_schema(pipeline))
+        self.encode_key, self.encode_value = output_encoders(pipeline)
         host = socket.gethostname()
         self.transactional_id = f"eventfleet-{pipeline.kafka.group_id}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.settings = producer_settings(pipeline, self.transactional_id)
@@ -432,7 +464,7 @@ def read_output(pipeline: Pipeline, isolation: str = "read_committed") -> list[d
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     })  # fmt: skip
-    decode: Callable[[bytes], dict[str, Any]] = make_decoder(output_schema(pipeline))
+    decode = output_decoder(pipeline)
     try:
         try:
             meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
