@@ -186,6 +186,19 @@ def projection_source(
     another type is read with fastavro's resolving reader, one it lacks is the reader's default.
     The body starts at byte ``start`` of the value (after a registry's header).
     """
+    body, constants = projection_body(schema, fields, reader)
+    lines = ["def decode(value):", "    fo = BytesIO(value)"]
+    if start:
+        lines.append(f"    fo.seek({start})")
+    return "\n".join(lines + [f"    {line}" for line in body]) + "\n", constants
+
+
+def projection_body(
+    schema: dict[str, Any], fields: Sequence[str], reader: dict[str, Any] | None = None, tag: str = ""
+) -> tuple[list[str], dict[str, Any]]:
+    """The lines of :func:`projection_source` after ``fo`` is at the body, unindented; every
+    name of theirs (``S1``, ``names``, ...) prefixed with ``tag``, so that the bodies of several
+    writer schemas can share one function (:class:`FramedDecoder`)."""
     named: dict[str, Any] = {}
     parsed: dict[str, Any] = parse_schema(_without_logical_types(copy.deepcopy(schema)), named_schemas=named)  # type: ignore[assignment]
     writer_of = {name: name for name in fields}  # wanted field -> the writer's field that holds it
@@ -196,40 +209,39 @@ def projection_source(
         reader_named = {}
         plain_reader = parse_schema(_without_logical_types(copy.deepcopy(reader)), named_schemas=reader_named)
         writer_of, reader_types, defaults = resolve_fields(parsed, plain_reader, fields)  # type: ignore[arg-type]
-    constants: dict[str, Any] = {"names": {"writer": named, "reader": reader_named}, "options": {}}
+    t_ = tag
+    constants: dict[str, Any] = {f"{t_}names": {"writer": named, "reader": reader_named}, f"{t_}options": {}}
     keep = {writer_of[name]: f"v{i}" for i, name in enumerate(fields) if name in writer_of}
-    lines = ["def decode(value):", "    fo = BytesIO(value)"]
-    if start:
-        lines.append(f"    fo.seek({start})")
+    lines = []
     for i, name in enumerate(fields):
         if name in defaults:
-            constants[f"D{i}"] = defaults[name]
-            lines.append(f"    v{i} = D{i}  # {_label(name)}: the reader's default")
+            constants[f"{t_}D{i}"] = defaults[name]
+            lines.append(f"v{i} = {t_}D{i}  # {_label(name)}: the reader's default")
     for i, field in enumerate(parsed["fields"]):
         t = field["type"]
         name = field["name"]
         wanted = next((f for f, w in writer_of.items() if w == name), None)
         kind = t.get("type") if isinstance(t, dict) else t
         if wanted is not None and wanted in reader_types:  # resolved to another type by fastavro
-            constants[f"T{i}"], constants[f"R{i}"] = t, reader_types[wanted]
-            read = f"_read_data(fo, T{i}, names, R{i}, options)"
+            constants[f"{t_}T{i}"], constants[f"{t_}R{i}"] = t, reader_types[wanted]
+            read = f"_read_data(fo, {t_}T{i}, {t_}names, {t_}R{i}, {t_}options)"
         elif kind == "null":
             read = "None"
         elif isinstance(kind, str) and kind in PRIMITIVE_READERS:
             read = f"{PRIMITIVE_READERS[kind]}(fo)"
         elif kind == "enum":
-            constants[f"S{i}"] = tuple(t["symbols"])
-            read = f"S{i}[read_long(fo)]"  # as fastavro's read_enum: the symbol at that index
+            constants[f"{t_}S{i}"] = tuple(t["symbols"])
+            read = f"{t_}S{i}[read_long(fo)]"  # as fastavro's read_enum: the symbol at that index
         else:  # a union, record, array, map, fixed or named type: fastavro's general reader
-            constants[f"T{i}"] = t
-            read = f"_read_data(fo, T{i}, names, None, options)"
-        lines.append(f"    {keep[name] + ' = ' if name in keep else ''}{read}  # {_label(name)}")
+            constants[f"{t_}T{i}"] = t
+            read = f"_read_data(fo, {t_}T{i}, {t_}names, None, {t_}options)"
+        lines.append(f"{keep[name] + ' = ' if name in keep else ''}{read}  # {_label(name)}")
     lines += [
-        "    if fo.tell() != len(value):",
-        '        raise ValueError(f"{len(value) - fo.tell()} bytes left over after the record")',
-        f"    return ({', '.join(f'v{i}' for i in range(len(fields)))}{',' if len(fields) == 1 else ''})",
+        "if fo.tell() != len(value):",
+        '    raise ValueError(f"{len(value) - fo.tell()} bytes left over after the record")',
+        f"return ({', '.join(f'v{i}' for i in range(len(fields)))}{',' if len(fields) == 1 else ''})",
     ]
-    return "\n".join(lines) + "\n", constants
+    return lines, constants
 
 
 def _label(name: str) -> str:
@@ -365,11 +377,19 @@ def make_encoder(schema: dict[str, Any]) -> Callable[[Record], bytes]:
 NEGATIVE_CACHE_S = 60.0  # an unknown schema id is asked again after this long (it may be registered since)
 
 
+INLINE_SCHEMAS_MAX = 16  # writer schemas decoded in one generated function; more go by a dict look-up
+
+
 class FramedDecoder:
-    """``decode(value) -> tuple`` for values framed by a schema registry (registry.py): the
-    header names the writer schema, fetched once per reference and resolved against the
-    pipeline's reader schema into a projection of its own, so a framed value costs one slice
-    and one dict look-up more than a schemaless one.
+    """``decode(value) -> tuple`` for values framed by a schema registry (registry.py).
+
+    The header names the writer schema, fetched once per reference and resolved against the
+    pipeline's reader schema into a projection of its own (:func:`make_resolving_projection`).
+    The projections of the writer schemas seen so far are generated into one function that
+    reads the header and goes straight to that schema's reads, so that a framed value costs one
+    read and one comparison more than a schemaless one; ``decode`` is replaced by a new function
+    when a new writer schema appears (read it again per batch). A header not in it goes to
+    :meth:`_miss`.
 
     A value the registry cannot give a schema for raises :class:`registry.BadFrame`,
     :class:`registry.UnknownSchema` or :class:`ResolutionError` (the message's fault: a dead
@@ -385,25 +405,39 @@ class FramedDecoder:
         self.by_ref: dict[tuple[Hashable, bool], Projection] = {}  # (reference, compressed) -> projection
         self.writers: dict[Hashable, dict[str, Any]] = {}  # reference -> writer schema, fetched once
         self.refused: dict[Hashable, tuple[float, Exception]] = {}  # reference -> (when, why)
-        self.decode = self._make_decode()
+        self.inline: list[tuple[bytes, dict[str, Any]]] = []  # (header, writer schema) in ``decode``
+        self.decode: Projection = self._miss
 
-    def _make_decode(self) -> Projection:
-        by_header, size, miss = self.by_header, self.size, self._miss
-
-        def decode(value: bytes) -> tuple[Any, ...]:
-            project = by_header.get(value[:size])
-            if project is None:
-                project = miss(value)
-            return project(value)
-
-        return decode
-
-    def _miss(self, value: bytes) -> Projection:
+    def _miss(self, value: bytes) -> tuple[Any, ...]:
         header = value[: self.size]
-        ref, compressed = self.registry.parse_header(header)
-        project = self.projection(ref, compressed)
-        self.by_header[header] = project
-        return project
+        project = self.by_header.get(header)
+        if project is None:
+            ref, compressed = self.registry.parse_header(header)
+            project = self.projection(ref, compressed)
+            self.by_header[header] = project
+            if not compressed and _is_generated(project) and len(self.inline) < INLINE_SCHEMAS_MAX:
+                self.inline.append((header, self.writers[ref]))
+                self.decode = self._generate()
+        return project(value)
+
+    def _generate(self) -> Projection:
+        """One function for every inlined writer schema: read the header, run that schema's reads."""
+        from fastavro import _read
+
+        namespace: dict[str, Any] = {"BytesIO": BytesIO, "miss": self._miss}
+        for name in (*PRIMITIVE_READERS.values(), "_read_data"):
+            namespace[name] = getattr(_read, name)
+        lines = ["def decode(value):", "    fo = BytesIO(value)", f"    header = fo.read({self.size})"]
+        for n, (header, writer) in enumerate(self.inline):
+            body, constants = projection_body(writer, self.fields, self.reader, tag=f"w{n}_")
+            namespace.update(constants)
+            namespace[f"H{n}"] = header
+            lines.append(f"    if header == H{n}:")
+            lines += [f"        {line}" for line in body]
+        lines.append("    return miss(value)")
+        exec(compile("\n".join(lines) + "\n", "<eventfleet framed projection>", "exec"), namespace)
+        decode: Projection = namespace["decode"]
+        return decode
 
     def projection(self, ref: Hashable, compressed: bool = False) -> Projection:
         """The projection for values of the writer schema ``ref`` names (fetched now unless known);
@@ -436,9 +470,15 @@ class FramedDecoder:
         return project
 
 
+def _is_generated(project: Projection) -> bool:
+    code = getattr(project, "__code__", None)
+    return code is not None and code.co_filename == "<eventfleet projection>"
+
+
 def make_event_decoder(reader: dict[str, Any], fields: Sequence[str], registry: Registry | None = None) -> Projection:
     """What the worker decodes with: the projection of schemaless values of ``reader``, or, with
     a registry, of framed values of any writer schema that resolves to ``fields``."""
     if registry is None:
         return make_projection(reader, fields)
-    return FramedDecoder(reader, fields, registry).decode
+    framed = FramedDecoder(reader, fields, registry)
+    return lambda value: framed.decode(value)  # framed.decode changes as writer schemas appear

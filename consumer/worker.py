@@ -27,7 +27,7 @@ from . import metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
 from .config import DlqSettings, Pipeline
-from .decode import FramedDecoder, make_projection
+from .decode import FramedDecoder, Projection, make_projection
 from .dlq import DeadLetters
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
@@ -59,11 +59,11 @@ class Worker:
         # an event decodes to a tuple of the fields it needs, the time field first
         fields = pipeline.event_fields()
         self.framed: FramedDecoder | None = None  # values framed by a schema registry
+        self.schemaless: Projection | None = None
         if pipeline.registry is not None:
             self.framed = FramedDecoder(dict(pipeline.schema), fields, connect(pipeline.registry))
-            self.decode = self.framed.decode
         else:
-            self.decode = make_projection(dict(pipeline.schema), fields)
+            self.schemaless = make_projection(dict(pipeline.schema), fields)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
@@ -84,6 +84,15 @@ class Worker:
         # flush is flushed as soon as every owned partition has reached its end.
         self.behind = False
         self.ended: dict[TopicPartition, int | None] = {}  # partition -> its next_offset at its last end event
+
+    @property
+    def decode(self) -> Projection:
+        """Value -> the event's fields (read once per batch: a framed decoder is replaced by a
+        new function when a new writer schema appears)."""
+        if self.framed is not None:
+            return self.framed.decode
+        assert self.schemaless is not None
+        return self.schemaless
 
     # -- the loop ---------------------------------------------------------------------------
 
