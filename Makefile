@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install tools tools-terraform terraform-validate demo test lint bench kafka-up kafka-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-report kafka-up kafka-down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/eventfleet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: install tools tools-terraform ## lint, type-check, then every test (starts
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
+
+bench-report: install ## rewrite docs/performance.md's tables from the newest bench/results/*.json
+	$(BIN)/python bench/report.py --write docs/performance.md
 
 tools-terraform: ## build terraform (Go module proxy) and checkov (PyPI) into .cache/tools, once
 	scripts/tools-terraform.sh
