@@ -1,5 +1,5 @@
 """``eventfleet replay``: recompute windows from a time, from the earliest offsets, or from offsets,
-exactly (README, "Replay"; DESIGN, "Replay").
+exactly (docs/replay.md; docs/design.md, "Replay").
 
 A replay from window start F (per partition, all of them, in one sink transaction):
 

@@ -1,9 +1,10 @@
 """The kafka sink: the changed aggregates as Avro records on an output topic, exactly once.
 
-Each flush is one Kafka transaction (DESIGN, flush step 2): every partition's partials since its
-previous flush are produced to the output topic as *deltas*, and the consumed offsets are sent
-to the same transaction (``send_offsets_to_transaction``, KIP-447), each carrying the rest of
-the partition's position (watermark, late and invalid counts) in its offset metadata. The
+Each flush is one Kafka transaction (docs/design.md, "The flush protocol", step 2): every
+partition's partials since its previous flush are produced to the output topic as *deltas*, and
+the consumed offsets are sent to the same transaction (``send_offsets_to_transaction``, KIP-447),
+each carrying the rest of the partition's position (watermark, late and invalid counts) in its
+offset metadata. The
 records and the offsets that cover them become visible together or not at all, so a
 ``read_committed`` consumer of the output topic sees every event's contribution exactly once.
 
@@ -11,8 +12,8 @@ Positions: the group's committed offsets are this sink's position rows. Their me
 holds a fingerprint of the pipeline and output topic: a group cannot resume into a topic that
 another pipeline wrote, nor resume from offsets that something else committed.
 
-Fencing (the compare-and-set of DESIGN): the offsets carry the consumer's group metadata
-(member id and generation). The group coordinator refuses them from a member that left the
+Fencing (the compare-and-set of docs/design.md, "The flush protocol", step 2): the offsets carry
+the consumer's group metadata (member id and generation). The group coordinator refuses them from a member that left the
 group or is a generation behind (a worker that stalled past its session or poll interval), the
 transaction is aborted and the worker discards its partials and rewinds, exactly as after a
 failed compare-and-set. A transaction that had sent its offsets before the member lost its

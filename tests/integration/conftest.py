@@ -110,8 +110,9 @@ class Truth:
 
 
 def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]]) -> Truth:
-    """The DESIGN rules in a few lines: per-partition watermark in offset order, late when
-    window end + grace <= watermark; count/sum/min/max per (window, campaign, type)."""
+    """The rules of docs/design.md ("Events, windows, lateness") in a few lines: per-partition
+    watermark in offset order, late when window end + grace <= watermark; count/sum/min/max per
+    (window, campaign, type)."""
     truth = Truth()
     watermark: dict[int, int] = {}
     for p, r in events:
