@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--partitions", type=int, default=8)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    demo.add_argument("--registry", nargs="?", const="local", metavar="URL",
+                      help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
     demo.set_defaults(func=_demo)
     return p
 
@@ -345,4 +347,4 @@ def _postgres(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port)
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry)
