@@ -13,6 +13,7 @@ versions. The region is ``[schema] region``, else the SDK's (``AWS_REGION``, the
 
 import json
 import logging
+import re
 import struct
 import time
 import uuid
@@ -21,13 +22,6 @@ from collections.abc import Hashable
 from typing import Any
 
 from .errors import EventfleetError
-
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-except ImportError as e:  # the glue extra is not installed
-    raise EventfleetError(f'[schema] registry = "glue" needs boto3 ({e}): pip install "eventfleet[glue]"') from None
 from .registry import (
     REQUEST_TIMEOUT_S,
     BadFrame,
@@ -36,6 +30,13 @@ from .registry import (
     UnknownSchema,
     _avro_schema,
 )
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError as e:  # the glue extra is not installed
+    raise EventfleetError(f'[schema] registry = "glue" needs boto3 ({e}): pip install "eventfleet[glue]"') from None
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +52,15 @@ AVAILABLE_WAIT_S = 30.0  # how long `register` waits for a new version's compati
 AVAILABLE_POLL_S = 0.5
 COMPATIBILITY = "BACKWARD"  # of schemas `register` creates: see GlueRegistry.register
 
-# Error codes of a registry that cannot answer now (not the message's fault): credentials refused,
-# throttled, timed out. Any 5xx is one too; any other code is the caller's to judge.
-UNAVAILABLE_CODES = frozenset({
-    "AccessDeniedException",
-    "ConcurrentModificationException",
-    "ExpiredTokenException",
-    "IncompleteSignature",
-    "InternalServiceException",
-    "InvalidSignatureException",
-    "OperationTimeoutException",
-    "RequestExpired",
-    "ThrottlingException",
-    "UnrecognizedClientException",
-})  # fmt: skip
+# Codes that say the caller's credentials or role were refused. Every code but EntityNotFoundException
+# (and those a call names) means the registry could not answer now: not the message's fault.
 CREDENTIAL_CODES = frozenset({
+    "AccessDenied",
     "AccessDeniedException",
     "ExpiredTokenException",
+    "InvalidClientTokenId",
     "InvalidSignatureException",
+    "SignatureDoesNotMatch",
     "UnrecognizedClientException",
 })  # fmt: skip
 
@@ -99,12 +91,12 @@ class GlueRegistry:
 
     header_size = GLUE_HEADER.size
 
-    def __init__(self, settings: RegistrySettings) -> None:
+    def __init__(self, settings: RegistrySettings, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.registry_name = settings.registry_name
         self.requests = 0
         config = botocore.config.Config(
-            connect_timeout=REQUEST_TIMEOUT_S,
-            read_timeout=REQUEST_TIMEOUT_S,
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
             retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
             user_agent_extra="eventfleet",
         )
@@ -179,6 +171,7 @@ class GlueRegistry:
                     "register_schema_version", what, refused=refusals,
                     SchemaId=self._schema_id(subject), SchemaDefinition=definition,
                 )  # fmt: skip
+                log.info("registered version %s of %s", added["SchemaVersionId"], what)
                 return uuid.UUID(added["SchemaVersionId"]), added["Status"]
             except UnknownSchema:
                 pass  # the schema does not exist yet
@@ -194,6 +187,7 @@ class GlueRegistry:
                 raise EventfleetError(
                     f"{self.where} has no registry {self.registry_name!r}: create it, or set [schema] registry_name"
                 ) from None
+            log.info("created %s (compatibility %s), version %s", what, COMPATIBILITY, created["SchemaVersionId"])
             return uuid.UUID(created["SchemaVersionId"]), created["SchemaVersionStatus"]
         except botocore.exceptions.ClientError as e:
             if _code(e) == "AlreadyExistsException" and race:  # another producer created the schema meanwhile
@@ -233,11 +227,11 @@ class GlueRegistry:
                 raise UnknownSchema(f"{self.where} has no {what} ({_reason(e)})") from None
             if code in (refused or ()):
                 raise
-            if code in CREDENTIAL_CODES:
+            if code in CREDENTIAL_CODES or _status(e) in (401, 403):
                 raise RegistryUnavailable(
-                    f"{self.where} refused the credentials for {what} ({_reason(e)}): the task's role needs "
-                    "glue:GetSchemaVersion (see the Terraform variable glue_schema_registry, or the Helm chart's "
-                    "README for IRSA)"
+                    f"{self.where} refused the credentials for {what} ({_reason(e)}): the role needs "
+                    f"glue:{e.operation_name} (the Terraform module's glue_schema_registry grants it; for IRSA "
+                    "see the Helm chart's README)"
                 ) from None
             raise RegistryUnavailable(f"{self.where} answered {_reason(e)} for {what}") from None
         except (
@@ -259,11 +253,19 @@ def _definition(answer: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def _code(e: botocore.exceptions.ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
+    code = str(e.response.get("Error", {}).get("Code", ""))
+    if code.isdigit():  # an answer botocore could not parse (a proxy's page, an XML error): its status
+        found = re.search(r"<Code>([^<]+)</Code>", str(e.response.get("Error", {}).get("Message", "")))
+        return found[1] if found else code
+    return code
+
+
+def _status(e: botocore.exceptions.ClientError) -> int:
+    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def _reason(e: botocore.exceptions.ClientError) -> str:
-    error = e.response.get("Error", {})
-    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = error.get("Message") or ""
-    return f"{error.get('Code') or 'HTTP ' + str(status)}" + (f": {message}" if message else "")
+    message = str(e.response.get("Error", {}).get("Message") or "")
+    found = re.search(r"<Message>([^<]+)</Message>", message)
+    message = " ".join((found[1] if found else message).split())[:300]
+    return f"{_code(e) or 'HTTP'} (HTTP {_status(e)})" + (f": {message}" if message else "")

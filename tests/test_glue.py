@@ -8,14 +8,18 @@ resolving the writer schema to the reader schema.
 """
 
 import io
+import json
+import re
 import socket
 import time
 import uuid
 import zlib
+from pathlib import Path
 from typing import Any
 
 import boto3
 import fastavro
+import httpx
 import pytest
 from aws_schema_registry import DataAndSchema, KafkaDeserializer, KafkaSerializer, SchemaRegistryClient
 from aws_schema_registry import codec as aws_codec
@@ -215,6 +219,61 @@ def test_closed_port_is_unavailable(glue_endpoint: str) -> None:
         registry.writer_schema(uuid.uuid4())
     assert time.monotonic() - started < REQUEST_TIMEOUT_S
     assert registry.requests == 1
+
+
+def test_a_registry_that_never_answers_is_unavailable_within_two_timeouts(glue_endpoint: str) -> None:
+    """A silent registry (the TCP connection opens, no answer comes): each call gives up after its
+    timeout and one retry, so the worker pauses in seconds instead of hanging."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes connections; nobody reads or answers
+        host, port = silent.getsockname()
+        timeout_s = 1.0
+        registry = GlueRegistry(RegistrySettings(url="glue", endpoint_url=f"http://{host}:{port}"), timeout_s=timeout_s)
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="Read timeout"):
+            registry.writer_schema(uuid.uuid4())
+        elapsed = time.monotonic() - started
+    assert 2 * timeout_s <= elapsed < 2 * timeout_s + 3  # two attempts, and the standard retry's backoff
+    assert registry.requests == 1
+
+
+def test_the_documented_policy_reads_and_without_it_the_registry_is_unavailable(
+    glue_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy of helm/eventfleet/README.md (the Terraform module grants the same) is enough to read
+    writer schemas; a role without it gets RegistryUnavailable naming the permission."""
+    version = _registry(glue_endpoint).register(SUBJECT, V1)  # before IAM is enforced
+    readme = (Path(__file__).parents[1] / "helm" / "eventfleet" / "README.md").read_text()
+    [policy] = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, flags=re.S) if "glue:" in b]
+    iam = boto3.client("iam", endpoint_url=glue_endpoint)
+    keys = {}
+    for name, document in (("fleet", policy), ("nobody", None)):
+        iam.create_user(UserName=name)
+        if document is not None:
+            iam.put_user_policy(UserName=name, PolicyName="eventfleet", PolicyDocument=json.dumps(document))
+        keys[name] = iam.create_access_key(UserName=name)["AccessKey"]
+    httpx.post(f"{glue_endpoint}/moto-api/reset-auth", content=b"0", timeout=10).raise_for_status()
+    try:
+        for name, key in keys.items():
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+            registry = _registry(glue_endpoint)
+            if name == "fleet":
+                assert registry.writer_schema(version) == V1
+                assert registry.latest(SUBJECT) == (version, V1)
+                with pytest.raises(RegistryUnavailable, match="the role needs glue:GetSchemaByDefinition"):
+                    registry.register("clicks-value", V1)  # registering is not in the reading policy
+            else:
+                with pytest.raises(
+                    RegistryUnavailable, match=r"refused the credentials .* needs glue:GetSchemaVersion"
+                ):
+                    registry.writer_schema(version)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+        with pytest.raises(RegistryUnavailable, match="InvalidClientTokenId"):
+            _registry(glue_endpoint).writer_schema(version)
+    finally:
+        httpx.post(f"{glue_endpoint}/moto-api/reset-auth", content=b"inf", timeout=10).raise_for_status()
 
 
 def test_no_credentials_is_unavailable_and_says_so(glue_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
