@@ -196,6 +196,16 @@ region = {{ $v.kafka.region | toJson }}
 [schema]
 path = "schema.avsc"
 decoder = {{ $v.schema.decoder | toJson }}
+{{- if $v.glue.enabled }}
+registry = "glue"
+registry_name = {{ $v.glue.registryName | toJson }}
+{{- with $v.glue.region }}
+region = {{ . | toJson }}
+{{- end }}
+{{- with $v.glue.schemaName }}
+subject = {{ . | toJson }}
+{{- end }}
+{{- end }}
 
 [window]
 size = {{ $v.window.size | toJson }}
