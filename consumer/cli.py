@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, devkafka, devpostgres, devregistry
-from .errors import EventfleetError
+from .decode import load_schema
+from .errors import ConfigError, EventfleetError
+from .registry import RegistryUnavailable, UnknownSchema, connect, header_size
 
 log = logging.getLogger("eventfleet")
 
@@ -92,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     prod.add_argument("--seed", type=int, default=1, help="random seed (same seed, same events)")
     prod.add_argument("--start", type=int, help="event time of the first event, epoch ms (default: now)")
     prod.add_argument("--events-per-second", type=float, help="event-time density (default: --rate, else 2000)")
+    prod.add_argument("--schema", type=Path, help="write with this version of the schema (.avsc; registry pipelines)")
     prod.set_defaults(func=_produce)
 
     res = sub.add_parser("results", help="print the aggregates from the sink")
@@ -161,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--partitions", type=int, default=8)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    demo.add_argument("--registry", nargs="?", const="local", metavar="URL",
+                      help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
     demo.set_defaults(func=_demo)
     return p
 
@@ -187,7 +192,16 @@ def _produce(args: argparse.Namespace) -> int:
     from .produce import produce
 
     pipeline = config.load(args.config)
-    s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second)
+    schema = None
+    if args.schema is not None:
+        if pipeline.registry is None:
+            raise ConfigError("--schema", "needs a pipeline with [schema] registry", "remove --schema")
+        try:
+            schema = load_schema(args.schema)
+        except (OSError, ValueError) as e:
+            raise ConfigError("--schema", f"{str(args.schema)!r} is not an Avro record schema ({e})",
+                                     "point it at an .avsc file") from None  # fmt: skip
+    s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second, schema=schema)
     print(
         f"produced {s.produced:,} events to {pipeline.kafka.topics[0]} in {s.seconds:.1f} s "
         f"({s.produced / max(s.seconds, 1e-9):,.0f} events/s); event times {_iso(s.first_event_ms)} .. "
@@ -268,10 +282,44 @@ def _check_config(args: argparse.Namespace) -> int:
     for line in sink_lines:
         print(f"  sink: {line}")
     fields = pipeline.event_fields()
-    decoder = projection_source(dict(pipeline.schema), fields)[0]
+    writer, reader, start = dict(pipeline.schema), None, 0
+    if pipeline.registry is not None:
+        writer, line = _check_registry(pipeline)
+        reader, start = dict(pipeline.schema), header_size(pipeline.registry)
+        print(f"  registry: {line}")
+    decoder = projection_source(writer, fields, reader, start)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
     print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}\n{updater}")
     return 0
+
+
+def _check_registry(pipeline: config.Pipeline) -> tuple[dict[str, Any], str]:
+    """The registry answers, the subject exists, and its latest version resolves to the fields
+    the pipeline reads; returns that version's schema and a line saying so."""
+    from .decode import ResolutionError, make_resolving_projection
+
+    assert pipeline.registry is not None
+    settings = pipeline.registry
+    subject = settings.subject_for(pipeline.kafka.topics[0])
+    client = connect(settings)
+    try:
+        ref, latest = client.latest(subject)
+    except UnknownSchema as e:
+        raise ConfigError("schema.subject", str(e), "register the schema (eventfleet produce does), or "
+                                 "set subject to the topic's subject") from None  # fmt: skip
+    except RegistryUnavailable as e:
+        raise EventfleetError(f"{e}. Fix: start the registry (eventfleet registry up), or correct [schema] "
+                              "registry and its credentials") from None  # fmt: skip
+    finally:
+        client.close()
+    try:
+        make_resolving_projection(latest, dict(pipeline.schema), pipeline.event_fields(), client.header_size)
+    except ResolutionError as e:
+        raise ConfigError("schema.subject", f"the latest version of {subject!r} (schema {ref}): {e}",
+                                 "give the field a default in the reader schema, or fix the producer's "
+                                 "schema") from None  # fmt: skip
+    where = "AWS Glue" if settings.is_glue else settings.url
+    return latest, f"{where}, subject {subject}: its latest version (schema {ref}) resolves to the fields read"
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -326,4 +374,4 @@ def _registry(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port)
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry)

@@ -30,13 +30,17 @@ DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
 
 
-def demo(config_path: Path, count: int, partitions: int, workers: int, port: int) -> int:
+def demo(config_path: Path, count: int, partitions: int, workers: int, port: int, registry: str | None = None) -> int:
+    """``registry``: frame the values for this schema registry URL ("local": a local registry on
+    127.0.0.1:8081, started if none answers there)."""
     bootstrap = f"127.0.0.1:{port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
         print(f"starting a local Kafka {devkafka.KAFKA_VERSION} on {bootstrap} (first time: Maven fetches the jars)")
         devkafka.Broker(devkafka.default_home(port), port).up()
+    if registry == "local":
+        registry = _local_registry()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id)
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry)
     pipeline = config.load(pipeline_file)
     topic = pipeline.kafka.topics[0]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -96,8 +100,22 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     return 0
 
 
-def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
-    """Copy the pipeline with this run's topic, group, broker and sink file (or table)."""
+def _local_registry() -> str:
+    """The local schema registry's URL, started first if none answers on its default port."""
+    from . import devregistry
+
+    local = devregistry.Registry(devregistry.default_home(devregistry.DEFAULT_PORT), devregistry.DEFAULT_PORT)
+    if not local.answers():
+        print(
+            f"starting a local schema registry on 127.0.0.1:{devregistry.DEFAULT_PORT} (first time: Maven fetches it)"
+        )
+        local.up()
+    return local.url
+
+
+def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str | None = None) -> Path:
+    """Copy the pipeline with this run's topic, group, broker and sink file (or table), and the
+    schema registry the values are framed for."""
     config.load(config_path)  # fail early, with the key and the fix
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
@@ -105,6 +123,8 @@ def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str) -> Path:
     doc["kafka"]["topics"] = [f"{doc['kafka']['topics'][0]}-{run_id}"]
     doc["kafka"]["group_id"] = f"{doc['kafka']['group_id']}-{run_id}"
     doc["schema"]["path"] = os.path.relpath((config_path.parent / doc["schema"]["path"]).resolve(), DEMO_DIR.resolve())
+    if registry is not None:
+        doc["schema"]["registry"] = registry
     if doc["sink"].get("type") == "postgres":  # a fresh table per run in the pipeline's database
         doc["sink"]["table"] = f"{doc['sink']['table']}_{run_id.replace('-', '_')}"
     else:
