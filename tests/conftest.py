@@ -78,13 +78,15 @@ class SchemaRegistry:
         """Stop the registry (SIGTERM): from now on its URL refuses connections."""
         self.restartable().down()
 
-    def start(self) -> None:
+    def up(self) -> None:
         """Start it again with the same data; returns once it answers."""
         self.restartable().up()
 
+    start = up
+
 
 @pytest.fixture(scope="session")
-def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
+def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
     """A real schema registry: $EVENTFLEET_TEST_REGISTRY_URL (a Confluent-compatible API) if set,
     else a local Apicurio Registry started for the session on $EVENTFLEET_TEST_REGISTRY_PORT
     (default 18081) in a temp folder, stopped after it."""
@@ -101,9 +103,9 @@ def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Schema
 
 
 @pytest.fixture(scope="session")
-def registry_url(schema_registry: SchemaRegistry) -> str:
+def registry_url(registry_server: SchemaRegistry) -> str:
     """The Confluent-compatible URL of the session's registry, e.g. http://127.0.0.1:18081/apis/ccompat/v7."""
-    return schema_registry.url
+    return registry_server.url
 
 
 @pytest.fixture(autouse=True)

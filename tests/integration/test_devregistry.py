@@ -137,16 +137,16 @@ def test_no_maven_to_download_with_is_one_line_and_exit_2(tmp_path: Path) -> Non
     assert up.stderr.startswith("eventfleet: 'mvn' is not on the PATH") and "apt-get install maven" in up.stderr
 
 
-def test_the_session_registry_stops_and_starts_with_its_schemas(schema_registry: SchemaRegistry) -> None:
-    schema_registry.restartable()
-    url = schema_registry.url
+def test_the_session_registry_stops_and_starts_with_its_schemas(registry_server: SchemaRegistry) -> None:
+    registry_server.restartable()
+    url = registry_server.url
     serializer, _ = confluent_serde(url)
     value = serializer({"id": 1, "page": "/"}, SerializationContext("restarts", MessageField.VALUE))
     schema_id = int.from_bytes(value[1:5], "big")
-    schema_registry.stop()
+    registry_server.stop()
     with pytest.raises(urllib.error.URLError):
         call(f"{url}/schemas/ids/{schema_id}")
-    schema_registry.start()
+    registry_server.start()
     assert json.loads(call(f"{url}/schemas/ids/{schema_id}")["schema"]) == V2
     _, deserializer = confluent_serde(url)
     assert deserializer(value, SerializationContext("restarts", MessageField.VALUE)) == {"id": 1, "page": "/"}
