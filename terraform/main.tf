@@ -193,7 +193,8 @@ locals {
     aws_ssm_parameter.schema[*].arn,
     [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:ssm:", arn))],
   )
-  secretsmanager_arns = [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:secretsmanager:", arn))]
+  registry_secret_arns = var.schema_registry_secret_arn == null ? [] : [var.schema_registry_secret_arn]
+  secretsmanager_arns  = concat([for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:secretsmanager:", arn))], local.registry_secret_arns)
 }
 
 data "aws_iam_policy_document" "execution" {
@@ -563,9 +564,16 @@ resource "aws_ecs_cluster" "this" {
 }
 
 locals {
+  # The schema registry: its URL, and its credentials as single JSON keys of the secret (ECS
+  # reads one key of a Secrets Manager secret with valueFrom "ARN:KEY::").
+  registry_secret_keys = { basic = { EVENTFLEET_REGISTRY_USERNAME = "username", EVENTFLEET_REGISTRY_PASSWORD = "password" }, bearer = { EVENTFLEET_REGISTRY_TOKEN = "token" } }
+  registry_environment = var.schema_registry_url == null ? {} : { EVENTFLEET_REGISTRY_URL = var.schema_registry_url }
+  registry_secrets     = var.schema_registry_secret_arn == null ? {} : { for name, key in local.registry_secret_keys[var.schema_registry_auth] : name => "${var.schema_registry_secret_arn}:${key}::" }
+
   # What the task knows of its cluster; the pipeline file refers to it as ${EVENTFLEET_BOOTSTRAP_SERVERS}.
   environment = merge(
     var.environment,
+    local.registry_environment,
     { AWS_REGION = local.region },
     local.bootstrap_servers != null ? { EVENTFLEET_BOOTSTRAP_SERVERS = local.bootstrap_servers } : {},
     var.config_delivery == "environment" ? { EVENTFLEET_PIPELINE = var.pipeline_toml } : {},
@@ -573,6 +581,7 @@ locals {
   )
   secrets = merge(
     var.secrets,
+    local.registry_secrets,
     var.config_delivery == "ssm" ? { EVENTFLEET_PIPELINE = aws_ssm_parameter.pipeline[0].arn } : {},
     var.config_delivery == "ssm" && var.schema_avsc != null ? { EVENTFLEET_SCHEMA = aws_ssm_parameter.schema[0].arn } : {},
   )
@@ -674,6 +683,14 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = var.create_msk_cluster || var.bootstrap_servers != null || !strcontains(var.pipeline_toml, "EVENTFLEET_BOOTSTRAP_SERVERS")
       error_message = "pipeline_toml reads $${EVENTFLEET_BOOTSTRAP_SERVERS}: set bootstrap_servers, or create_msk_cluster = true."
+    }
+    precondition {
+      condition     = var.schema_registry_secret_arn == null || var.schema_registry_url != null
+      error_message = "schema_registry_secret_arn holds credentials for a registry: set schema_registry_url too."
+    }
+    precondition {
+      condition     = var.schema_registry_url != null || contains(keys(var.environment), "EVENTFLEET_REGISTRY_URL") || !strcontains(var.pipeline_toml, "EVENTFLEET_REGISTRY_URL")
+      error_message = "pipeline_toml reads $${EVENTFLEET_REGISTRY_URL}: set schema_registry_url."
     }
   }
 }

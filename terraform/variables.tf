@@ -228,6 +228,39 @@ variable "metrics_ingress_security_group_ids" {
   default     = []
 }
 
+variable "schema_registry_url" {
+  description = "Confluent-compatible URL of the schema registry the topic's values are framed for, set in the task as EVENTFLEET_REGISTRY_URL: the pipeline reads it with [schema] registry = \"$${EVENTFLEET_REGISTRY_URL}\". Null: no registry (schemaless values)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.schema_registry_url == null || can(regex("^https?://[^/\\s]+", coalesce(var.schema_registry_url, "-")))
+    error_message = "schema_registry_url must be an http(s) URL, e.g. https://psrc-12345.eu-west-1.aws.confluent.cloud."
+  }
+}
+
+variable "schema_registry_secret_arn" {
+  description = "ARN of a Secrets Manager secret with the registry's credentials as JSON: keys username and password (schema_registry_auth = \"basic\") or token (\"bearer\"), injected as EVENTFLEET_REGISTRY_USERNAME and EVENTFLEET_REGISTRY_PASSWORD, or EVENTFLEET_REGISTRY_TOKEN, for [schema] username = \"$${EVENTFLEET_REGISTRY_USERNAME}\" and so on. The execution role may read it (with the AWS managed key or kms_key_arn's). Null: no credentials."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.schema_registry_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+", coalesce(var.schema_registry_secret_arn, "-")))
+    error_message = "schema_registry_secret_arn must be the ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)."
+  }
+}
+
+variable "schema_registry_auth" {
+  description = "Which credentials schema_registry_secret_arn holds: \"basic\" (JSON keys username and password) or \"bearer\" (JSON key token)."
+  type        = string
+  default     = "basic"
+
+  validation {
+    condition     = contains(["basic", "bearer"], var.schema_registry_auth)
+    error_message = "schema_registry_auth must be \"basic\" or \"bearer\"."
+  }
+}
+
 ################################################################################
 # Kafka
 ################################################################################

@@ -184,7 +184,8 @@ def test_key_variables_are_validated() -> None:
     for name in ("name", "vpc_id", "subnet_ids", "image", "cpu", "memory", "workers_per_task", "stop_timeout",
                  "pipeline_toml", "schema_avsc", "config_delivery", "topics", "consumer_group", "partitions",
                  "msk_cluster_arn", "msk_broker_count", "msk_enhanced_monitoring", "min_tasks", "max_tasks",
-                 "log_retention_days", "kafka_egress_cidr_blocks", "secrets"):  # fmt: skip
+                 "log_retention_days", "kafka_egress_cidr_blocks", "secrets", "schema_registry_url",
+                 "schema_registry_secret_arn", "schema_registry_auth"):  # fmt: skip
         assert variables[name].get("validation"), f"variable {name} has no validation block"
 
 
@@ -445,6 +446,43 @@ def test_sqlite_guard_recognises_the_sink(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_registry_url_and_credentials_reach_the_task_from_the_secret(tmp_path: Path) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:schema-registry-AbCdEf"
+    url = "https://psrc-12345.eu-west-1.aws.confluent.cloud"
+    kafka = {"KAFKA_PASSWORD": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kafka-AbCdEf"}
+    registry = {"schema_registry_url": url, "schema_registry_secret_arn": arn}
+    off = {"schema_registry_url": None, "schema_registry_secret_arn": None}
+    cases = {
+        "off": ({**off, "schema_registry_auth": "basic", "secrets": kafka}, {}),
+        "basic": ({**registry, "schema_registry_auth": "basic", "secrets": kafka}, {}),
+        "bearer": ({**registry, "schema_registry_auth": "bearer", "secrets": {}}, {}),
+        "no_credentials": (
+            {**registry, "schema_registry_secret_arn": None, "schema_registry_auth": "basic", "secrets": {}},
+            {},
+        ),
+    }
+    names = ["registry_secret_keys", "registry_environment", "registry_secrets", "registry_secret_arns",
+             "secretsmanager_arns"]  # fmt: skip
+    got = _evaluate(tmp_path, cases, names)
+    assert got["off"]["registry_environment"] == {} and got["off"]["registry_secrets"] == {}
+    assert got["off"]["secretsmanager_arns"] == list(kafka.values())
+    assert got["basic"]["registry_environment"] == {"EVENTFLEET_REGISTRY_URL": url}
+    # ECS's valueFrom for one JSON key of a Secrets Manager secret: ARN:KEY:VERSION-STAGE:VERSION-ID
+    assert got["basic"]["registry_secrets"] == {
+        "EVENTFLEET_REGISTRY_USERNAME": f"{arn}:username::",
+        "EVENTFLEET_REGISTRY_PASSWORD": f"{arn}:password::",
+    }
+    assert got["basic"]["secretsmanager_arns"] == [*kafka.values(), arn], "the execution role may read the secret"
+    assert got["bearer"]["registry_secrets"] == {"EVENTFLEET_REGISTRY_TOKEN": f"{arn}:token::"}
+    assert got["bearer"]["secretsmanager_arns"] == [arn]
+    assert got["no_credentials"]["registry_secrets"] == {} and got["no_credentials"]["secretsmanager_arns"] == []
+    # and the container gets them: the environment and secrets it is given merge these locals
+    source = MAIN.read_text()
+    assert re.search(r"environment = merge\(\n    var\.environment,\n    local\.registry_environment,", source)
+    assert re.search(r"secrets = merge\(\n    var\.secrets,\n    local\.registry_secrets,", source)
+    assert "resources = local.secretsmanager_arns" in source
+
+
 GOOD_INPUTS: dict[str, Any] = {
     "name": "ad-stats",
     "vpc_id": "vpc-0123456789abcdef0",
@@ -474,7 +512,10 @@ def test_good_inputs_pass_the_validations(tmp_path: Path) -> None:
               "msk_kafka_version": "3.7.x.kraft",
               "secrets": {"KAFKA_PASSWORD": "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf"},
               "schema_avsc": json.dumps({"type": "record", "name": "E", "fields": []}),
-              "glue_schema_registry": {"registry_name": "analytics", "register": True}}  # fmt: skip
+              "glue_schema_registry": {"registry_name": "analytics", "register": True},
+              "schema_registry_url": "https://psrc-12345.eu-west-1.aws.confluent.cloud",
+              "schema_registry_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sr-AbCdEf",
+              "schema_registry_auth": "bearer"}  # fmt: skip
     result = _plan_variables(tmp_path, inputs)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -503,6 +544,9 @@ def test_bad_inputs_fail_their_validations(tmp_path: Path) -> None:
         "secrets": {"PASSWORD": "hunter2"},
         "environment": {"EVENTFLEET_PIPELINE": "x"},
         "glue_schema_registry": {"registry_name": "my registry"},
+        "schema_registry_url": "psrc-12345.eu-west-1.aws.confluent.cloud:443",
+        "schema_registry_secret_arn": "arn:aws:ssm:us-east-1:123456789012:parameter/sr-password",
+        "schema_registry_auth": "oauth",
     }
     result = _plan_variables(tmp_path, bad)
     assert result.returncode != 0
