@@ -280,6 +280,45 @@ resource "aws_iam_role_policy" "task_msk" {
   policy = data.aws_iam_policy_document.msk[0].json
 }
 
+# AWS Glue Schema Registry ([schema] registry = "glue"). A worker fetches each writer schema by its
+# schema version UUID, and GetSchemaVersion by SchemaVersionId cannot be scoped: the request names
+# no registry or schema, and Glue authorizes it only against "*" (AWS's Glue documentation, "IAM
+# examples for deserializers"). Creating schemas and versions (register) is scoped to the registry.
+locals {
+  glue_registry_name = var.glue_schema_registry != null ? var.glue_schema_registry.registry_name : null
+  glue_register      = var.glue_schema_registry != null ? var.glue_schema_registry.register : false
+  glue_registry_arn  = local.glue_registry_name != null ? "arn:${local.partition}:glue:${local.region}:${local.account_id}:registry/${local.glue_registry_name}" : null
+  glue_schemas_arn   = local.glue_registry_name != null ? "arn:${local.partition}:glue:${local.region}:${local.account_id}:schema/${local.glue_registry_name}/*" : null
+}
+
+data "aws_iam_policy_document" "glue" {
+  count = var.glue_schema_registry != null ? 1 : 0
+
+  #checkov:skip=CKV_AWS_356:glue:GetSchemaVersion by SchemaVersionId names no registry or schema, so Glue authorizes it only on "*" (AWS's IAM example for deserializers); it reads schema definitions, nothing else.
+  statement {
+    sid       = "ReadWriterSchemasByVersionId"
+    actions   = ["glue:GetSchemaVersion"]
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.glue_register ? [1] : []
+    content {
+      sid       = "RegisterSchemasInTheRegistry"
+      actions   = ["glue:GetSchemaByDefinition", "glue:CreateSchema", "glue:RegisterSchemaVersion"]
+      resources = [local.glue_registry_arn, local.glue_schemas_arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_glue" {
+  count = var.glue_schema_registry != null ? 1 : 0
+
+  name   = "glue-schema-registry"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.glue[0].json
+}
+
 ################################################################################
 # Security groups
 ################################################################################

@@ -424,6 +424,24 @@ variable "msk_client_security_group_ids" {
 }
 
 ################################################################################
+# AWS Glue Schema Registry ([schema] registry = "glue")
+################################################################################
+
+variable "glue_schema_registry" {
+  description = "The AWS Glue Schema Registry the pipeline reads writer schemas from ([schema] registry = \"glue\"): the task role may then call glue:GetSchemaVersion. registry_name is the pipeline's [schema] registry_name; register = true also lets the fleet create schemas and versions in that registry (glue:GetSchemaByDefinition, CreateSchema, RegisterSchemaVersion), for a sink that registers its output schemas. Null: no Glue access."
+  type = object({
+    registry_name = optional(string, "default-registry")
+    register      = optional(bool, false)
+  })
+  default = null
+
+  validation {
+    condition     = var.glue_schema_registry == null || can(regex("^[A-Za-z0-9_$#.-]{1,255}$", var.glue_schema_registry.registry_name))
+    error_message = "glue_schema_registry.registry_name must be a Glue registry name: 1 to 255 letters, digits, '-', '_', '$', '#' or '.'."
+  }
+}
+
+################################################################################
 # ECS
 ################################################################################
 

@@ -1,11 +1,12 @@
 """Fixtures shared by all tests: the real Kafka broker, a real PostgreSQL, a real schema registry,
-and a guard against logged errors."""
+a real AWS Glue API (moto's server), and a guard against logged errors."""
 
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from consumer import devkafka, devpostgres, devregistry
@@ -57,6 +58,35 @@ def postgres() -> Iterator[Postgres]:
         yield Postgres(server.dsn, server)
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def glue_server() -> Iterator[str]:
+    """moto's server mode: a real HTTP server speaking AWS Glue's API (schema registry included),
+    on 127.0.0.1 and a free port, for the session. Yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def glue_endpoint(glue_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Glue endpoint, emptied of the previous test's registries and schemas, with fake AWS
+    credentials and region in the environment (the SDK's default chain reads them)."""
+    httpx.post(f"{glue_server}/moto-api/reset", timeout=10).raise_for_status()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance metadata service
+    return glue_server
 
 
 @dataclass

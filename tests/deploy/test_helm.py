@@ -35,6 +35,7 @@ from .conftest import (
     secret_files,
     value_args,
 )
+from .test_terraform import _module, _policy_statements
 
 # Custom resources: not in the Kubernetes API schemas, checked structurally below instead.
 CRD_KINDS = {
@@ -227,6 +228,8 @@ def test_keda_values_set_ceiling_is_below_the_partitions() -> None:
         (("sink.type=kafka",), "/sink/kafka/topic"),
         (("kafka.auth=msk-iam",), "/kafka/region"),
         (("kafka.sasl.mechanism=PLAIN",), "/kafka/sasl/existingSecret"),
+        (("glue.registryName=my registry",), "/glue/registryName"),
+        (("glue.region=Ireland",), "/glue/region"),
         (("registry.url=https://sr.example.com", "registry.auth=basic"), "/registry/existingSecret"),
         (("registry.url=https://sr.example.com", "registry.auth=oauth"), "/registry/auth"),
         (("registry.url=sr.example.com:8081",), "/registry/url"),
@@ -362,6 +365,57 @@ def test_msk_iam_and_irsa() -> None:
     assert "security.protocol" not in kafka.get("config", {}), "msk-iam sets its own protocol"
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in container(docs)["env"]
     assert container(docs)["image"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/eventfleet:0.1.0"
+
+
+GLUE_SETS = (
+    "glue.enabled=true",
+    "glue.region=eu-west-1",
+    "glue.registryName=analytics",
+    "glue.schemaName=ad-events-value",
+    "serviceAccount.roleArn=arn:aws:iam::123456789012:role/eventfleet",
+)
+
+
+def test_glue_schema_registry_renders_the_schema_keys() -> None:
+    assert set(tomllib.loads(rendered_pipeline(render())[0])["schema"]) == {"path", "decoder"}, "off by default"
+    docs = render(None, *GLUE_SETS)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    schema = tomllib.loads(rendered_pipeline(docs)[0])["schema"]
+    assert schema == {
+        "path": "schema.avsc",  # the reader schema
+        "decoder": "fastavro",
+        "registry": "glue",
+        "registry_name": "analytics",
+        "region": "eu-west-1",
+        "subject": "ad-events-value",
+    }
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/eventfleet"
+    # Without a region or schema name the SDK's region and eventfleet's "<topic>-value" apply.
+    schema = tomllib.loads(rendered_pipeline(render(None, "glue.enabled=true"))[0])["schema"]
+    assert schema["registry"] == "glue" and schema["registry_name"] == "default-registry"
+    assert "region" not in schema and "subject" not in schema
+
+
+def test_glue_policy_in_the_readme_is_what_terraform_grants() -> None:
+    """The chart creates no IAM; its README gives the policy to attach for IRSA: the same reading
+    statement as the Terraform module's glue policy document."""
+    readme = (CHART / "README.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, flags=re.S) if "glue:" in b]
+    assert len(blocks) == 1, "one Glue policy in helm/eventfleet/README.md"
+    [statement] = blocks[0]["Statement"]
+    reading = [
+        st for st in _policy_statements(_module("data")["aws_iam_policy_document.glue"])
+        if st["actions"] == ["glue:GetSchemaVersion"]
+    ]  # fmt: skip
+    assert len(reading) == 1 and reading[0]["resources"] == ["*"], reading
+    assert statement == {
+        "Sid": reading[0]["sid"],
+        "Effect": "Allow",
+        "Action": ["glue:GetSchemaVersion"],
+        "Resource": "*",
+    }
 
 
 def test_pod_runs_non_root_on_a_read_only_root_filesystem() -> None:

@@ -244,6 +244,29 @@ def test_msk_permissions_are_least_privilege() -> None:
     assert "var.dlq_topic_auto_create" in statements["WriteTheDeadLetterTopics"]["actions"]
 
 
+GLUE_READ = {"glue:GetSchemaVersion"}
+GLUE_REGISTER = {"glue:GetSchemaByDefinition", "glue:CreateSchema", "glue:RegisterSchemaVersion"}
+
+
+def test_glue_permissions_read_by_version_id_and_register_in_the_registry_only() -> None:
+    documents = _module("data")
+    for name, body in documents.items():
+        if name.startswith("aws_iam_policy_document.") and name != "aws_iam_policy_document.glue":
+            assert "glue:" not in json.dumps(body), f"glue actions outside the glue document: {name}"
+    glue = documents["aws_iam_policy_document.glue"]
+    assert glue["count"] == "${var.glue_schema_registry != null ? 1 : 0}", "only with glue_schema_registry"
+    statements = {s["sid"]: s for s in _policy_statements(glue)}
+    read, register = statements["ReadWriterSchemasByVersionId"], statements["RegisterSchemasInTheRegistry"]
+    # GetSchemaVersion by SchemaVersionId names no registry or schema: Glue authorizes it on "*" only.
+    assert set(read["actions"]) == GLUE_READ and read["resources"] == ["*"]
+    assert set(register["actions"]) == GLUE_REGISTER
+    assert register["resources"] == ["${local.glue_registry_arn}", "${local.glue_schemas_arn}"]
+    assert glue["dynamic"][0]["statement"]["for_each"] == "${local.glue_register ? [1] : []}", "only with register"
+    policy = _module("resource")["aws_iam_role_policy.task_glue"]
+    assert policy["role"] == "${aws_iam_role.task.id}"
+    assert policy["policy"] == "${data.aws_iam_policy_document.glue[0].json}"
+
+
 def test_autoscaling_ceiling_is_tied_to_the_partitions() -> None:
     resources = _module("resource")
     target = resources["aws_appautoscaling_target.this"]
@@ -388,6 +411,27 @@ def test_msk_resource_arns_are_this_clusters_topics_and_group(tmp_path: Path) ->
     assert got["not_msk"]["msk_topic_arns"] == [] and got["not_msk"]["msk_group_arn"] is None
 
 
+def test_glue_resource_arns_are_the_registry_and_its_schemas(tmp_path: Path) -> None:
+    context = {"partition": "aws", "region": "eu-west-1", "account_id": "123456789012"}
+    cases = {
+        "named": ({"glue_schema_registry": {"registry_name": "analytics", "register": True}}, context),
+        "default": ({"glue_schema_registry": {"registry_name": "default-registry", "register": False}}, context),
+        "none": ({"glue_schema_registry": None}, context),
+    }
+    names = ["glue_registry_name", "glue_register", "glue_registry_arn", "glue_schemas_arn"]
+    got = _evaluate(tmp_path, cases, names)
+    assert got["named"] == {
+        "glue_registry_name": "analytics",
+        "glue_register": True,
+        "glue_registry_arn": "arn:aws:glue:eu-west-1:123456789012:registry/analytics",
+        "glue_schemas_arn": "arn:aws:glue:eu-west-1:123456789012:schema/analytics/*",
+    }
+    assert got["default"]["glue_registry_arn"] == "arn:aws:glue:eu-west-1:123456789012:registry/default-registry"
+    assert got["default"]["glue_register"] is False
+    assert got["none"] == {"glue_registry_name": None, "glue_register": False, "glue_registry_arn": None,
+                           "glue_schemas_arn": None}  # fmt: skip
+
+
 def test_sqlite_guard_recognises_the_sink(tmp_path: Path) -> None:
     shared = (ROOT / "examples" / "ad-stats.toml").read_text().replace('type = "sqlite"', 'type = "postgres"')
     cases = {
@@ -468,6 +512,7 @@ def test_good_inputs_pass_the_validations(tmp_path: Path) -> None:
               "msk_kafka_version": "3.7.x.kraft",
               "secrets": {"KAFKA_PASSWORD": "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf"},
               "schema_avsc": json.dumps({"type": "record", "name": "E", "fields": []}),
+              "glue_schema_registry": {"registry_name": "analytics", "register": True},
               "schema_registry_url": "https://psrc-12345.eu-west-1.aws.confluent.cloud",
               "schema_registry_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sr-AbCdEf",
               "schema_registry_auth": "bearer"}  # fmt: skip
@@ -498,6 +543,7 @@ def test_bad_inputs_fail_their_validations(tmp_path: Path) -> None:
         "kafka_egress_cidr_blocks": ["0.0.0.0/0"],
         "secrets": {"PASSWORD": "hunter2"},
         "environment": {"EVENTFLEET_PIPELINE": "x"},
+        "glue_schema_registry": {"registry_name": "my registry"},
         "schema_registry_url": "psrc-12345.eu-west-1.aws.confluent.cloud:443",
         "schema_registry_secret_arn": "arn:aws:ssm:us-east-1:123456789012:parameter/sr-password",
         "schema_registry_auth": "oauth",

@@ -196,7 +196,16 @@ region = {{ $v.kafka.region | toJson }}
 [schema]
 path = "schema.avsc"
 decoder = {{ $v.schema.decoder | toJson }}
-{{- if $v.registry.url }}
+{{- if $v.glue.enabled }}
+registry = "glue"
+registry_name = {{ $v.glue.registryName | toJson }}
+{{- with $v.glue.region }}
+region = {{ . | toJson }}
+{{- end }}
+{{- with $v.glue.schemaName }}
+subject = {{ . | toJson }}
+{{- end }}
+{{- else if $v.registry.url }}
 registry = "${EVENTFLEET_REGISTRY_URL}"
 {{- if $v.registry.subject }}
 subject = {{ $v.registry.subject | toJson }}
