@@ -268,6 +268,7 @@ def test_wrong_values_fail_lint_and_install_through_the_schema(sets: tuple[str, 
             ("registry.url=https://sr.example.com", "registry.existingSecret=sr"),
             "registry.existingSecret is set but registry.auth is empty",
         ),
+        (("glue.enabled=true", "registry.url=https://sr.example.com"), "glue.enabled and registry.url are both set"),
     ],
 )
 def test_wrong_combinations_fail_at_install_time(sets: tuple[str, ...], message: str) -> None:

@@ -305,6 +305,9 @@ ratio_window = {{ $v.dlq.ratioWindow | int }}
 {{- if and (or .Values.registry.auth .Values.registry.caSecret .Values.registry.subject) (not .Values.registry.url) }}
 {{- fail "registry.auth, registry.caSecret and registry.subject need registry.url (the registry's Confluent-compatible URL)" }}
 {{- end }}
+{{- if and .Values.glue.enabled .Values.registry.url }}
+{{- fail "glue.enabled and registry.url are both set: the values are framed by one registry. Fix: keep glue.enabled (AWS Glue) or registry.url (a Confluent-compatible registry)" }}
+{{- end }}
 {{- if and .Values.registry.existingSecret (not .Values.registry.auth) }}
 {{- fail "registry.existingSecret is set but registry.auth is empty: set registry.auth to basic or bearer, or remove the Secret" }}
 {{- end }}
