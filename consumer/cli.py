@@ -63,6 +63,8 @@ def _setup_logging(fmt: str, level: int, worker_id: int | None) -> None:
 
     handler.addFilter(tag)
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for chatty in ("httpx", "httpcore", "botocore", "boto3", "urllib3"):  # a line per request: debug only
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def _parser() -> argparse.ArgumentParser:
