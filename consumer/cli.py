@@ -1,4 +1,4 @@
-"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, demo, check-config."""
+"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, registry, demo, check-config."""
 
 import argparse
 import csv
@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, devkafka, devpostgres
-from .errors import EventfleetError
+from . import __version__, config, devkafka, devpostgres, devregistry
+from .decode import load_schema
+from .errors import ConfigError, EventfleetError
+from .registry import RegistryUnavailable, UnknownSchema, connect, header_size
 
 log = logging.getLogger("eventfleet")
 
@@ -61,6 +63,8 @@ def _setup_logging(fmt: str, level: int, worker_id: int | None) -> None:
 
     handler.addFilter(tag)
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for chatty in ("httpx", "httpcore", "botocore", "boto3", "urllib3"):  # a line per request: debug only
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     prod.add_argument(
         "--partitions", type=int, help="partitions of a topic --create-topic creates (default: the broker's default)"
     )
+    prod.add_argument("--schema", type=Path, help="write with this version of the schema (.avsc; registry pipelines)")
     prod.set_defaults(func=_produce)
 
     res = sub.add_parser("results", help="print the aggregates from the sink")
@@ -152,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     pg.add_argument("--dir", type=Path, help="cluster folder (default: .eventfleet/postgres-PORT)")
     pg.set_defaults(func=_postgres)
 
+    reg = sub.add_parser("registry", help="a local schema registry (Apicurio, Confluent-compatible API)")
+    reg.add_argument("action", choices=("up", "down", "status"))
+    reg.add_argument("--port", type=int, default=devregistry.DEFAULT_PORT, help="API port")
+    reg.add_argument("--management-port", type=int, default=0, help="health checks' port (default: port+1000)")
+    reg.add_argument("--dir", type=Path, help="registry folder (default: .eventfleet/registry-PORT)")
+    reg.set_defaults(func=_registry)
+
     demo = sub.add_parser("demo", help="local Kafka, generated events, workers, results, events/s")
     demo.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
     demo.add_argument("--events", type=int, default=1_000_000)
@@ -161,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dsn", help="a postgres pipeline's PostgreSQL instead of its sink.dsn (libpq connection string)"
     )
+    demo.add_argument("--registry", nargs="?", const="local", metavar="URL",
+                      help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
     demo.set_defaults(func=_demo)
     return p
 
@@ -197,7 +211,16 @@ def _produce(args: argparse.Namespace) -> int:
     if args.create_topic and create_topic(pipeline, topic, args.partitions):
         print(f"created topic {topic}" + (f" with {args.partitions} partitions" if args.partitions else ""))
     check_topics(pipeline, topics=(topic,))  # not a delivery error per event: one line, with the fix
-    s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second)
+    schema = None
+    if args.schema is not None:
+        if pipeline.registry is None:
+            raise ConfigError("--schema", "needs a pipeline with [schema] registry", "remove --schema")
+        try:
+            schema = load_schema(args.schema)
+        except (OSError, ValueError) as e:
+            raise ConfigError("--schema", f"{str(args.schema)!r} is not an Avro record schema ({e})",
+                                     "point it at an .avsc file") from None  # fmt: skip
+    s = produce(pipeline, args.count, args.rate, args.seed, args.start, args.events_per_second, schema=schema)
     print(
         f"produced {s.produced:,} events to {pipeline.kafka.topics[0]} in {s.seconds:.1f} s "
         f"({s.produced / max(s.seconds, 1e-9):,.0f} events/s); event times {_iso(s.first_event_ms)} .. "
@@ -278,10 +301,44 @@ def _check_config(args: argparse.Namespace) -> int:
     for line in sink_lines:
         print(f"  sink: {line}")
     fields = pipeline.event_fields()
-    decoder = projection_source(dict(pipeline.schema), fields)[0]
+    writer, reader, start = dict(pipeline.schema), None, 0
+    if pipeline.registry is not None:
+        writer, line = _check_registry(pipeline)
+        reader, start = dict(pipeline.schema), header_size(pipeline.registry)
+        print(f"  registry: {line}")
+    decoder = projection_source(writer, fields, reader, start)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
     print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}\n{updater}")
     return 0
+
+
+def _check_registry(pipeline: config.Pipeline) -> tuple[dict[str, Any], str]:
+    """The registry answers, the subject exists, and its latest version resolves to the fields
+    the pipeline reads; returns that version's schema and a line saying so."""
+    from .decode import ResolutionError, make_resolving_projection
+
+    assert pipeline.registry is not None
+    settings = pipeline.registry
+    subject = settings.subject_for(pipeline.kafka.topics[0])
+    client = connect(settings)
+    try:
+        ref, latest = client.latest(subject)
+    except UnknownSchema as e:
+        raise ConfigError("schema.subject", str(e), "register the schema (eventfleet produce does), or "
+                                 "set subject to the topic's subject") from None  # fmt: skip
+    except RegistryUnavailable as e:
+        raise EventfleetError(f"{e}. Fix: start the registry (eventfleet registry up), or correct [schema] "
+                              "registry and its credentials") from None  # fmt: skip
+    finally:
+        client.close()
+    try:
+        make_resolving_projection(latest, dict(pipeline.schema), pipeline.event_fields(), client.header_size)
+    except ResolutionError as e:
+        raise ConfigError("schema.subject", f"the latest version of {subject!r} (schema {ref}): {e}",
+                                 "give the field a default in the reader schema, or fix the producer's "
+                                 "schema") from None  # fmt: skip
+    where = "AWS Glue" if settings.is_glue else settings.url
+    return latest, f"{where}, subject {subject}: its latest version (schema {ref}) resolves to the fields read"
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -313,7 +370,27 @@ def _postgres(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> int:
+    registry = devregistry.Registry(args.dir or devregistry.default_home(args.port), args.port, args.management_port)
+    if args.action == "up":
+        state = "is up" if registry.up() else "was already running"
+        where = f"(pid {registry.pid()}, folder {registry.home})"
+        print(f"Apicurio Registry {devregistry.APICURIO_VERSION} {state} at {registry.url} {where}")
+    elif args.action == "down":
+        print("stopped" if registry.down() else f"no registry of ours is running in {registry.home}")
+    else:
+        pid, up = registry.pid(), registry.answers()
+        if pid is not None:
+            print(f"{'running' if up else 'starting'}: {registry.url} (pid {pid}, folder {registry.home})")
+        elif up:
+            print(f"running: {registry.url} answers, but not a registry of ours (none runs in {registry.home})")
+        else:
+            print(f"stopped: nothing answers at {registry.url} (folder {registry.home})")
+        return 0 if up else 1
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.dsn)
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry, args.dsn)

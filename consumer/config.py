@@ -20,6 +20,7 @@ from . import auth, kafkalog
 from .aggregate import Metric
 from .decode import GROUPABLE, NUMERIC, check_schema, field_types, load_schema
 from .errors import ConfigError
+from .registry import RegistrySettings, RegistryUnavailable, UnknownSchema, connect
 from .window import parse_duration_ms
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ SINK_TYPES = ("sqlite", "postgres", "kafka")
 SINK_KEYS = {
     "sqlite": ("type", "path", "table"),
     "postgres": ("type", "dsn", "table"),
-    "kafka": ("type", "topic", "config"),
+    "kafka": ("type", "topic", "config", "registry"),
 }
 PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 PG_TABLE_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
@@ -97,6 +98,7 @@ class SinkSettings:
     dsn: str | None = None  # postgres: libpq connection string; None: the PG* environment variables
     topic: str = ""  # kafka: the output topic
     config: Mapping[str, Any] = field(default_factory=dict)  # kafka: librdkafka producer settings
+    registry: bool = False  # kafka: register the output schemas in [schema] registry and frame records
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class Pipeline:
 
     source: Path
     kafka: KafkaSettings
-    schema_path: Path
+    schema_path: Path | None  # None: the reader schema is the registry subject's latest version
     schema: Mapping[str, Any]
     field_types: Mapping[str, str]
     window: WindowSettings
@@ -131,6 +133,7 @@ class Pipeline:
     metrics_port: int = 9400
     fleet: FleetSettings = field(default_factory=FleetSettings)
     dlq: DlqSettings = field(default_factory=DlqSettings)
+    registry: RegistrySettings | None = None  # values framed by a schema registry; None: schemaless
 
     def event_fields(self) -> tuple[str, ...]:
         """The event fields the worker reads, in the order its decoder returns them: the time
@@ -178,7 +181,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     """Validate an already-read TOML document (``path`` anchors relative paths)."""
     base = path.parent
     kafka = _kafka(_table(doc, "kafka"), base)
-    schema_path, schema, types = _schema(_table(doc, "schema"), base)
+    schema_path, schema, types, registry = _schema(_table(doc, "schema"), base, kafka.topics)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
     sink = _sink(_table(doc, "sink"), base)
@@ -193,12 +196,15 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     dlq = _dlq(_table(doc, "dlq", required=False))
     if sink.type == "kafka":
         _check_kafka_sink(kafka, sink, aggregate, dlq)
+        if sink.registry and registry is None:
+            raise ConfigError("sink.registry", "needs [schema] registry (where to register the output schemas)",
+                              "add registry = \"URL\" under [schema], or remove sink.registry")  # fmt: skip
     known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
     return Pipeline(
-        path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq
+        path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq, registry
     )
 
 
@@ -409,18 +415,35 @@ def _security(t: Mapping[str, Any], base: Path) -> tuple[str, str | None, dict[s
     return mode, region, auth.security_settings(mode, tls, username, password, ca_file)
 
 
-def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
+SCHEMA_KEYS = ("path", "decoder", "registry", "subject", "username", "password", "token", "ca_file", "region",
+               "endpoint_url", "registry_name")  # fmt: skip
+GLUE_ONLY_KEYS = ("region", "endpoint_url", "registry_name")
+
+
+def _schema(
+    t: Mapping[str, Any], base: Path, topics: tuple[str, ...]
+) -> tuple[Path | None, dict[str, Any], dict[str, str], RegistrySettings | None]:
+    for name in t:
+        if name not in SCHEMA_KEYS:
+            raise ConfigError(f"schema.{name}", "unknown key", f"use {', '.join(SCHEMA_KEYS)}")
+    registry = _registry(t, base) if "registry" in t else None
+    decoder = _string(t, "schema.decoder", "decoder", default="fastavro")
+    if decoder == "cavro":  # an optional decoder of earlier versions, slower than fastavro's projection
+        log.warning("schema.decoder = 'cavro' is deprecated and ignored: fastavro is faster; remove the key")
+    elif decoder != "fastavro":
+        raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", 'use "fastavro" (the default)')
+    if registry is not None and "path" not in t:
+        schema = _latest_schema(registry, registry.subject_for(topics[0]))
+        return None, schema, field_types(schema), registry
+    what = "the reader schema (.avsc)" if registry else "the writer schema (.avsc)"
     raw = _string(t, "schema.path", "path")
     path = Path(raw) if raw.startswith(ENV_SOURCE) else base / raw
     if not raw.startswith(ENV_SOURCE) and not path.is_file():
-        raise ConfigError(
-            "schema.path",
-            f"file {str(path)!r} does not exist",
-            "point it at the writer schema (.avsc), relative to the pipeline file",
-        )
+        raise ConfigError("schema.path", f"file {str(path)!r} does not exist",
+                          f"point it at {what}, relative to the pipeline file")  # fmt: skip
     try:
         if raw.startswith(ENV_SOURCE):
-            schema = check_schema(json.loads(_env_source("schema.path", raw, "the writer schema (.avsc JSON)")))
+            schema = check_schema(json.loads(_env_source("schema.path", raw, f"{what[:-8]} (.avsc JSON)")))
         else:
             schema = load_schema(path)
     except ConfigError:
@@ -431,15 +454,52 @@ def _schema(t: Mapping[str, Any], base: Path) -> tuple[Path, dict[str, Any], dic
             f"{str(path)!r} is not a valid Avro record schema ({e})",
             "fix the schema file",
         ) from None
-    decoder = _string(t, "schema.decoder", "decoder", default="fastavro")
-    if decoder == "cavro":  # an optional decoder of earlier versions, slower than fastavro's projection
-        log.warning("schema.decoder = 'cavro' is deprecated and ignored: fastavro is faster; remove the key")
-    elif decoder != "fastavro":
-        raise ConfigError("schema.decoder", f"unknown decoder {decoder!r}", 'use "fastavro" (the default)')
-    for name in t:
-        if name not in ("path", "decoder"):
-            raise ConfigError(f"schema.{name}", "unknown key", "use path or decoder")
-    return path, schema, field_types(schema)
+    return path, schema, field_types(schema), registry
+
+
+def _registry(t: Mapping[str, Any], base: Path) -> RegistrySettings:
+    """[schema] registry = a Confluent-compatible URL, or "glue"; with its credentials."""
+    url = _string(t, "schema.registry", "registry")
+    glue = url == "glue"
+    if not glue and not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError("schema.registry", f"{url!r} is not an http(s) URL or \"glue\"",
+                          'write e.g. registry = "http://127.0.0.1:8081/apis/ccompat/v7", or "glue"')  # fmt: skip
+    for name in GLUE_ONLY_KEYS if not glue else ("username", "password", "token", "ca_file"):
+        if name in t:
+            other = "the AWS Glue registry" if not glue else "a Confluent-compatible registry"
+            raise ConfigError(f"schema.{name}", f"is a setting of {other}", "remove it")
+    options = {n: _string(t, f"schema.{n}", n) for n in (*GLUE_ONLY_KEYS, "subject", "username", "password", "token")
+               if n in t}  # fmt: skip
+    if "password" in options and "username" not in options:
+        raise ConfigError("schema.password", "is set without a username", 'add username = "..."')
+    if "token" in options and "username" in options:
+        raise ConfigError("schema.token", "is set with a username", "use either username/password or a bearer token")
+    ca_file = None
+    if "ca_file" in t:
+        ca_file = base / _string(t, "schema.ca_file", "ca_file")
+        if not ca_file.is_file():
+            fix = "point it at the registry's CA certificate (PEM), relative to the pipeline file"
+            raise ConfigError("schema.ca_file", f"file {str(ca_file)!r} does not exist", fix)
+    return RegistrySettings(url, ca_file=ca_file, **options)
+
+
+def _latest_schema(settings: RegistrySettings, subject: str) -> dict[str, Any]:
+    """The latest version of the subject at start-up: the reader schema when no path is given."""
+    client = connect(settings)
+    try:
+        _ref, schema = client.latest(subject)
+        return check_schema(schema)
+    except UnknownSchema as e:
+        fix = "register the schema first (eventfleet produce does), set subject, or set schema.path"
+        raise ConfigError("schema.subject", str(e), fix) from None
+    except RegistryUnavailable as e:
+        raise ConfigError("schema.registry", str(e), "start the registry, or set schema.path (the reader "
+                          "schema) so that start-up does not need it") from None  # fmt: skip
+    except ValueError as e:
+        raise ConfigError("schema.subject", f"the latest version of {subject!r} is not an Avro record ({e})",
+                          "set schema.path to a record schema") from None  # fmt: skip
+    finally:
+        client.close()
 
 
 def _field_of(key: str, name: str, types: Mapping[str, str], allowed: tuple[str, ...], what: str) -> str:
@@ -620,7 +680,10 @@ def _kafka_sink(t: Mapping[str, Any]) -> SinkSettings:
             raise ConfigError(
                 f"sink.config.{name}", f"must be a string, number or boolean, got {value!r}", "write a scalar value"
             )
-    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra))
+    registry = t.get("registry", False)
+    if not isinstance(registry, bool):
+        raise ConfigError("sink.registry", f"must be true or false, got {registry!r}", "write registry = true")
+    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra), registry=registry)
 
 
 KAFKA_SINK_FIELDS = ("source_topic", "source_partition")  # added to every output record

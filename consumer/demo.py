@@ -32,15 +32,27 @@ DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
 
 
-def demo(config_path: Path, count: int, partitions: int, workers: int, port: int, dsn: str | None = None) -> int:
-    """Run the pipeline of ``config_path`` (any sink; ``dsn``: another PostgreSQL than its own)."""
+def demo(
+    config_path: Path,
+    count: int,
+    partitions: int,
+    workers: int,
+    port: int,
+    registry: str | None = None,
+    dsn: str | None = None,
+) -> int:
+    """Run the pipeline of ``config_path``, whatever its sink. ``registry``: frame the values for
+    this schema registry URL ("local": a local registry on 127.0.0.1:8081, started if none answers
+    there); ``dsn``: a postgres pipeline's PostgreSQL instead of its own."""
     config.load(config_path)  # fail early, with the key and the fix
     bootstrap = f"127.0.0.1:{port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
         print(f"starting a local Kafka {devkafka.KAFKA_VERSION} on {bootstrap} (first time: Maven fetches the jars)")
         devkafka.Broker(devkafka.default_home(port), port).up()
+    if registry == "local":
+        registry = _local_registry()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, dsn)
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry, dsn)
     pipeline = config.load(pipeline_file)
     if pipeline.sink.type == "postgres":  # the one sink on a server of its own: say how to start it
         try:
@@ -102,14 +114,30 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     return 0
 
 
-def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, dsn: str | None) -> Path:
-    """Copy the pipeline with this run's topic, group, broker and sink file, table or topic."""
+def _local_registry() -> str:
+    """The local schema registry's URL, started first if none answers on its default port."""
+    from . import devregistry
+
+    local = devregistry.Registry(devregistry.default_home(devregistry.DEFAULT_PORT), devregistry.DEFAULT_PORT)
+    if not local.answers():
+        print(
+            f"starting a local schema registry on 127.0.0.1:{devregistry.DEFAULT_PORT} (first time: Maven fetches it)"
+        )
+        local.up()
+    return local.url
+
+
+def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str | None, dsn: str | None) -> Path:
+    """Copy the pipeline with this run's topic, group, broker and sink file, table or topic, and
+    the schema registry the values are framed for."""
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     doc["kafka"]["bootstrap_servers"] = bootstrap
     doc["kafka"]["topics"] = [f"{doc['kafka']['topics'][0]}-{run_id}"]
     doc["kafka"]["group_id"] = f"{doc['kafka']['group_id']}-{run_id}"
     doc["schema"]["path"] = os.path.relpath((config_path.parent / doc["schema"]["path"]).resolve(), DEMO_DIR.resolve())
+    if registry is not None:
+        doc["schema"]["registry"] = registry
     sink = doc["sink"]
     if sink["type"] == "postgres":  # a fresh table per run in the pipeline's database
         sink["table"] = f"{sink['table']}_{run_id.replace('-', '_')}"

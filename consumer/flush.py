@@ -1,7 +1,7 @@
 """The commit protocol: aggregates and positions in one sink transaction, then the Kafka commit.
 
 This is the one place where results become durable. The order of the steps is the guarantee;
-see DESIGN, "The flush protocol".
+see docs/design.md, "The flush protocol".
 """
 
 import logging

@@ -28,8 +28,19 @@ SINK_OUTAGE_SECONDS = Gauge(
     "eventfleet_sink_outage_seconds", "How long the sink has been failing (0: it works).", multiprocess_mode="livemax"
 )
 PAUSED_PARTITIONS = Gauge(
-    "eventfleet_paused_partitions", "Partitions paused while the sink is down.", multiprocess_mode="livesum"
+    "eventfleet_paused_partitions", "Partitions paused while the sink or the registry is down.",
+    multiprocess_mode="livesum",
+)  # fmt: skip
+REGISTRY_OUTAGE_SECONDS = Gauge(
+    "eventfleet_registry_outage_seconds",
+    "How long the schema registry has been failing to give a writer schema (0: it works).",
+    multiprocess_mode="livemax",
 )
+REGISTRY_REQUESTS = Counter("eventfleet_registry_requests_total", "Requests sent to the schema registry.")
+SCHEMAS_CACHED = Gauge(
+    "eventfleet_writer_schemas_cached", "Writer schemas fetched from the registry and resolved.",
+    multiprocess_mode="livemax",
+)  # fmt: skip
 COMMITS = Counter("eventfleet_kafka_commits_total", "Offset commits to Kafka by outcome.", ["outcome"])
 REBALANCES = Counter("eventfleet_rebalances_total", "Rebalance callbacks by kind.", ["kind"])
 ASSIGNED_PARTITIONS = Gauge(

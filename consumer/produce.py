@@ -18,6 +18,7 @@ from .config import Pipeline
 from .decode import make_encoder
 from .errors import EventfleetError
 from .progress import Progress
+from .registry import RegistrySettings, RegistryUnavailable, connect
 
 POOL_SIZES = (200, 12, 8, 6)  # distinct values of the 1st, 2nd, ... group-by field
 
@@ -66,13 +67,14 @@ def events(
     events_per_s: float,
     out_of_order: float = 0.02,
     max_delay_ms: int = 90_000,
+    schema: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """An endless stream of records for the pipeline's schema."""
+    """An endless stream of records for the pipeline's schema (or another version of it)."""
     rng = random.Random(seed)
     group_by = pipeline.aggregate.group_by
     time_field = pipeline.window.time_field
     makers = {}
-    for field in pipeline.schema["fields"]:
+    for field in (schema or pipeline.schema)["fields"]:
         name = field["name"]
         if name == time_field:
             continue
@@ -91,6 +93,22 @@ def events(
         i += 1
 
 
+def framed_encoder(
+    settings: RegistrySettings, subject: str, schema: dict[str, Any]
+) -> Callable[[dict[str, Any]], bytes]:
+    """``encode(record) -> bytes`` framed for the registry, after registering ``schema`` under
+    ``subject`` (an identical version already there is reused)."""
+    registry = connect(settings)
+    try:
+        ref = registry.register(subject, schema)
+    except RegistryUnavailable as e:
+        raise EventfleetError(f"{e}; start the registry (eventfleet registry up) or fix [schema] registry") from None
+    finally:
+        registry.close()
+    body = make_encoder(schema)
+    return lambda record: registry.frame(ref, body(record))
+
+
 def produce(
     pipeline: Pipeline,
     count: int,
@@ -102,17 +120,23 @@ def produce(
     progress: bool = True,
     out_of_order: float = 0.02,
     max_delay_ms: int = 90_000,
+    schema: dict[str, Any] | None = None,
 ) -> ProduceSummary:
     """Produce ``count`` events to the pipeline's (first) topic; ``rate`` limits events/s (0: no limit).
 
     Event times start at ``start_ms`` (default: now) and advance ``events_per_s`` per second of
     event time (default: ``rate``, else 2,000). A share ``out_of_order`` of the events is
-    delayed by up to ``max_delay_ms``.
+    delayed by up to ``max_delay_ms``. Values are written with ``schema`` (default: the
+    pipeline's); with a registry in the pipeline, that schema is registered under the topic's
+    subject and every value is framed with its id.
     """
     topic = topic or pipeline.kafka.topics[0]
-    encode = make_encoder(dict(pipeline.schema))
+    writer = dict(schema or pipeline.schema)
+    encode = make_encoder(writer)
+    if pipeline.registry is not None:
+        encode = framed_encoder(pipeline.registry, pipeline.registry.subject_for(topic), writer)
     start_ms = start_ms if start_ms is not None else int(time.time() * 1000)
-    stream = events(pipeline, seed, start_ms, events_per_s or rate or 2000.0, out_of_order, max_delay_ms)
+    stream = events(pipeline, seed, start_ms, events_per_s or rate or 2000.0, out_of_order, max_delay_ms, writer)
     key_field = pipeline.aggregate.group_by[0] if pipeline.aggregate.group_by else None
     time_field = pipeline.window.time_field
     producer = Producer(

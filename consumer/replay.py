@@ -1,5 +1,5 @@
 """``eventfleet replay``: recompute windows from a time, from the earliest offsets, or from offsets,
-exactly (README, "Replay"; DESIGN, "Replay").
+exactly (docs/replay.md; docs/design.md, "Replay").
 
 A replay from window start F (per partition, all of them, in one sink transaction):
 
@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
-from .decode import make_projection
+from .decode import make_event_decoder
 from .errors import ConfigError, EventfleetError
 from .groups import Kafka, Member
+from .registry import RegistryUnavailable, connect
 from .sinks import Position, ReplayableSink, ReplayFilter, ReplayReset, TopicPartition, open_sink, replayable
 from .window import NO_WATERMARK, window_start
 from .worker import Worker
@@ -230,11 +231,14 @@ def resolve_floor(
         return floor, f"windows from {iso(floor)}{rounded} are recomputed; earlier windows are kept as they are"
     topics = pipeline.kafka.topics
     time_field = pipeline.window.time_field
-    decode = make_projection(dict(pipeline.schema), [time_field] if time_field else [])
+    registry = connect(pipeline.registry) if pipeline.registry else None
+    decode = make_event_decoder(dict(pipeline.schema), [time_field] if time_field else [], registry)
 
     def event_time(msg: Any) -> int | None:
         try:
             record = decode(msg.value())
+        except RegistryUnavailable:
+            raise  # not the message's fault: the plan cannot be made without the registry
         except Exception:
             return None  # undecodable: no event time; the next message is looked at
         return int(record[0]) if time_field else int(msg.timestamp()[1])

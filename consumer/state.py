@@ -1,8 +1,8 @@
 """Per-partition positions and the in-memory partials changed since the last flush.
 
 Partials are merged across partitions (one dict for the whole worker): fewer rows to write,
-and the DESIGN rule for that case is kept by :meth:`WorkerState.clear` (drop all partials and
-rewind every owned partition to the sink's position).
+and the rule of docs/design.md for that case ("Rebalances", on lost) is kept by
+:meth:`WorkerState.clear` (drop all partials and rewind every owned partition to the sink's position).
 """
 
 from dataclasses import dataclass, field

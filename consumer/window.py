@@ -1,4 +1,4 @@
-"""Event time to tumbling window, and the lateness rule (see DESIGN: events, windows, lateness).
+"""Event time to tumbling window, and the lateness rule (docs/design.md, "Events, windows, lateness").
 
 All times are integer epoch milliseconds.
 """

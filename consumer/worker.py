@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections import deque
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -26,11 +27,12 @@ from . import metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
 from .config import DlqSettings, Pipeline
-from .decode import make_projection
+from .decode import FramedDecoder, Projection, make_projection
 from .dlq import DeadLetters
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
+from .registry import RegistryUnavailable, connect
 from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
 from .source import Source
 from .state import PartitionState, WorkerState
@@ -44,6 +46,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 GC_YOUNG_THRESHOLD = 100_000  # see Worker.run
 SINK_RETRY_MAX_S = 30.0  # backoff ceiling between flush attempts while the sink is down
 SHUTDOWN_FLUSH_S = 20.0  # within the supervisor's default 30 s shutdown grace
+REGISTRY_RETRY_MAX_S = 5.0  # backoff ceiling between tries while the schema registry is down
 
 
 class Worker:
@@ -55,7 +58,12 @@ class Worker:
         self.group = pipeline.kafka.group_id
         # an event decodes to a tuple of the fields it needs, the time field first
         fields = pipeline.event_fields()
-        self.decode = make_projection(dict(pipeline.schema), fields)
+        self.framed: FramedDecoder | None = None  # values framed by a schema registry
+        self.schemaless: Projection | None = None
+        if pipeline.registry is not None:
+            self.framed = FramedDecoder(dict(pipeline.schema), fields, connect(pipeline.registry))
+        else:
+            self.schemaless = make_projection(dict(pipeline.schema), fields)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
         self.sink: Sink = open_sink(pipeline)
@@ -66,6 +74,8 @@ class Worker:
         self.dead_letters: DeadLetters | None = None
         self.outage_since: float | None = None  # monotonic time the sink started failing
         self.outage_attempts = 0
+        self.paused_for: set[str] = set()  # why every partition is paused: "sink", "registry"
+        self.registry_outage: RegistryOutage | None = None
         self.events = 0
         self.batch_events = 0  # messages of the last batch, error events excluded
         self.first_event_at: float | None = None  # perf_counter of the first and last batch
@@ -74,6 +84,15 @@ class Worker:
         # flush is flushed as soon as every owned partition has reached its end.
         self.behind = False
         self.ended: dict[TopicPartition, int | None] = {}  # partition -> its next_offset at its last end event
+
+    @property
+    def decode(self) -> Projection:
+        """Value -> the event's fields (read once per batch: a framed decoder is replaced by a
+        new function when a new writer schema appears)."""
+        if self.framed is not None:
+            return self.framed.decode
+        assert self.schemaless is not None
+        return self.schemaless
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -122,6 +141,8 @@ class Worker:
                     log.info("caught up with the backlog: flushing now")
                 if due:
                     next_flush = time.monotonic() + self._flush_or_pause(interval_s)
+                if self.registry_outage is not None and now >= self.registry_outage.retry_at:
+                    self._retry_registry()
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_INTERVAL_S
@@ -158,7 +179,7 @@ class Worker:
         one_topic = len(self.pipeline.kafka.topics) == 1
         by_partition = self.by_partition
         rejected_before = len(self.state.rejects)
-        skipped = errors = 0  # messages not aggregated (revoked, rejected, late); error events
+        skipped = errors = unread = 0  # messages not aggregated (revoked, rejected, late); error events; left
         # A batch comes in runs of one partition: look the partition up when the run changes, and
         # move its position once, at the end of the run, to the offset after the run's last message.
         part: PartitionState | None = None
@@ -185,6 +206,11 @@ class Worker:
             try:
                 record = decode(msg.value())
             except Exception as e:
+                if isinstance(e, RegistryUnavailable):  # not the message's fault: read it again later
+                    part.next_offset = msg.offset()
+                    part = None
+                    unread = self._registry_down(messages, msg, e)
+                    break
                 self._reject(part, msg, e)
                 skipped += 1
                 continue
@@ -201,7 +227,7 @@ class Worker:
             update(partials, ws, record)
         if part is not None:
             part.next_offset = last.offset() + 1
-        self._processed(len(messages) - errors, skipped, rejected_before)
+        self._processed(len(messages) - errors - unread, skipped, rejected_before)
 
     def process_replay(self, messages: list[Any]) -> None:
         """:meth:`process` with the replay filters (sinks.ReplayFilter) of the partitions that have
@@ -216,7 +242,7 @@ class Worker:
         closes_after = size + self.pipeline.window.grace_ms
         timed = self.pipeline.window.time_field is not None  # record[0] is the event time
         rejected_before = len(self.state.rejects)
-        skipped = errors = 0
+        skipped = errors = unread = 0
         for msg in messages:
             if msg.error() is not None:
                 self._on_error(msg)
@@ -231,6 +257,9 @@ class Worker:
             try:
                 record = decode(msg.value())
             except Exception as e:
+                if isinstance(e, RegistryUnavailable):  # not the message's fault: read it again later
+                    unread = self._registry_down(messages, msg, e)
+                    break
                 if seen:
                     part.invalid_events += 1
                     part.next_offset = offset + 1
@@ -253,7 +282,7 @@ class Worker:
                 continue
             update(partials, ws, record)
         self.state.check_replaying()
-        self._processed(len(messages) - errors, skipped, rejected_before)
+        self._processed(len(messages) - errors - unread, skipped, rejected_before)
 
     def _processed(self, messages: int, skipped: int, rejected_before: int) -> None:
         """Per batch: ``messages`` read (error events such as end-of-partition excluded)."""
@@ -357,16 +386,13 @@ class Worker:
     def _flush_or_pause(self, interval_s: float) -> float:
         """Flush; while the sink fails, pause every partition (memory stays bounded, polling goes
         on so the group keeps us) and retry with backoff. Returns the seconds to the next try."""
-        assert self.source is not None
-        consumer = self.source.consumer
         try:
             self._flush()
         except SinkError as e:
             now = time.monotonic()
             if self.outage_since is None:
                 self.outage_since = now
-                consumer.pause(consumer.assignment())
-                metrics.PAUSED_PARTITIONS.set(len(consumer.assignment()))
+                self._pause("sink")
             self.outage_attempts += 1
             delay = backoff_s(self.outage_attempts, initial_s=0.5, max_s=SINK_RETRY_MAX_S)
             metrics.SINK_RETRIES.inc()
@@ -375,12 +401,77 @@ class Worker:
                         now - self.outage_since, e, self.outage_attempts, delay)  # fmt: skip
             return delay
         if self.outage_since is not None:
-            consumer.resume(consumer.assignment())
+            self._resume("sink")
             log.warning("sink back after %.1f s: partitions resumed", time.monotonic() - self.outage_since)
             self.outage_since, self.outage_attempts = None, 0
-            metrics.PAUSED_PARTITIONS.set(0)
             metrics.SINK_OUTAGE_SECONDS.set(0)
         return interval_s
+
+    def _pause(self, reason: str) -> None:
+        """Pause every assigned partition (polling goes on, so the group keeps this worker)."""
+        assert self.source is not None
+        consumer = self.source.consumer
+        if not self.paused_for:
+            consumer.pause(consumer.assignment())
+            metrics.PAUSED_PARTITIONS.set(len(consumer.assignment()))
+        self.paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        """Resume the partitions once nothing else keeps them paused."""
+        assert self.source is not None
+        consumer = self.source.consumer
+        self.paused_for.discard(reason)
+        if not self.paused_for:
+            consumer.resume(consumer.assignment())
+            metrics.PAUSED_PARTITIONS.set(0)
+
+    def _registry_down(self, messages: list[Any], msg: Any, error: RegistryUnavailable) -> int:
+        """The registry could not give ``msg``'s writer schema. The message and the rest of the
+        batch are not the messages' fault: each partition in the rest is sought back to its first
+        unread message, every partition is paused, and the schema is asked for again with backoff
+        (:meth:`_retry_registry`). Returns how many messages were left unread."""
+        assert self.source is not None
+        rest = messages[messages.index(msg) :]
+        firsts: dict[TopicPartition, int] = {}
+        for m in rest:
+            if m.error() is None:
+                firsts.setdefault((m.topic(), m.partition()), m.offset())
+        self._pause("registry")
+        for (topic, partition), offset in firsts.items():
+            if (topic, partition) in self.state.parts:
+                self.source.consumer.seek(KafkaPartition(topic, partition, offset))
+        now = time.monotonic()
+        outage = self.registry_outage
+        if outage is None:
+            outage = self.registry_outage = RegistryOutage(since=now, value=msg.value())
+            log.warning("schema registry unavailable (%s): partitions paused at %s[%d]@%d, retrying",
+                        error, msg.topic(), msg.partition(), msg.offset())  # fmt: skip
+        outage.value = msg.value()
+        outage.attempts += 1
+        outage.retry_at = now + backoff_s(outage.attempts, initial_s=0.5, max_s=REGISTRY_RETRY_MAX_S)
+        metrics.REGISTRY_OUTAGE_SECONDS.set(now - outage.since)
+        return len(rest)
+
+    def _retry_registry(self) -> None:
+        """Ask for the writer schema the paused partitions wait for; resume once the registry
+        answers (a schema, or a "no such schema" that the message will be judged by)."""
+        outage = self.registry_outage
+        assert outage is not None and self.framed is not None
+        try:
+            self.framed.decode(outage.value)
+        except RegistryUnavailable as e:
+            now = time.monotonic()
+            outage.attempts += 1
+            outage.retry_at = now + backoff_s(outage.attempts, initial_s=0.5, max_s=REGISTRY_RETRY_MAX_S)
+            metrics.REGISTRY_OUTAGE_SECONDS.set(now - outage.since)
+            log.debug("schema registry still unavailable after %.1f s: %s", now - outage.since, e)
+            return
+        except Exception:  # the registry answered: the message is judged when it is read again
+            pass
+        self.registry_outage = None
+        metrics.REGISTRY_OUTAGE_SECONDS.set(0)
+        self._resume("registry")
+        log.warning("schema registry back after %.1f s: partitions resumed", time.monotonic() - outage.since)
 
     def _final_flush(self) -> None:
         """The shutdown flush, retried while the sink fails for up to SHUTDOWN_FLUSH_S; after
@@ -476,6 +567,16 @@ class Worker:
             self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
         self.state.check_replaying()
         log.warning("rewound %d partitions to the sink's positions", len(keys))
+
+
+@dataclass
+class RegistryOutage:
+    """The schema registry failed to give a writer schema: since when, and a value to retry with."""
+
+    since: float
+    value: bytes
+    attempts: int = 0
+    retry_at: float = 0.0
 
 
 class RewindError(EventfleetError):

@@ -1,4 +1,7 @@
-"""Unit tests of consumer.window: durations, tumbling windows and the lateness rule (DESIGN)."""
+"""Unit tests of consumer.window: durations, tumbling windows and the lateness rule.
+
+The rules are those of docs/design.md, "Events, windows, lateness".
+"""
 
 import random
 
@@ -95,7 +98,10 @@ def test_window_start_examples(t: int, size: int, expected: int) -> None:
 
 
 def test_window_start_random_matches_definition() -> None:
-    """The start is the multiple of size with start <= t < start + size (DESIGN)."""
+    """The start is the multiple of size with start <= t < start + size.
+
+    (docs/design.md, "Events, windows, lateness")
+    """
     rng = random.Random(1234)
     for _ in range(5_000):
         size = rng.choice([1, 7, 1_000, 60_000, 3_600_000, rng.randint(1, 10**7)])

@@ -1,11 +1,11 @@
 """Sinks: where aggregates and per-partition positions are written, in one transaction.
 
-Every sink implements :class:`Sink`. ``write`` is the heart of exactness (DESIGN, flush step 2):
-it merges the partials into the aggregates table and compare-and-sets the position rows in one
+Every sink implements :class:`Sink`. ``write`` is the heart of exactness (docs/design.md, "The
+flush protocol", step 2): it merges the partials into the aggregates table and compare-and-sets the position rows in one
 transaction, or changes nothing and raises :class:`~consumer.errors.PositionConflict`.
 
-A sink that also implements :class:`ReplayableSink` supports ``eventfleet replay`` (README,
-"Replay"): its ``write`` records checkpoints, its ``read_positions`` returns the replay filter
+A sink that also implements :class:`ReplayableSink` supports ``eventfleet replay`` (docs/replay.md):
+its ``write`` records checkpoints, its ``read_positions`` returns the replay filter
 stored with each position, and its ``replay_*`` methods reset, clone and swap tables.
 
 Optional capabilities, read through the helpers at the end of this module (a sink without them
@@ -113,7 +113,7 @@ class ReplayReset:
 
 @runtime_checkable
 class ReplayableSink(Sink, Protocol):
-    """A sink that ``eventfleet replay`` can rewind (README, "Replay").
+    """A sink that ``eventfleet replay`` can rewind (docs/replay.md).
 
     On top of :class:`Sink`:
 

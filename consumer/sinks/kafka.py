@@ -1,9 +1,10 @@
 """The kafka sink: the changed aggregates as Avro records on an output topic, exactly once.
 
-Each flush is one Kafka transaction (DESIGN, flush step 2): every partition's partials since its
-previous flush are produced to the output topic as *deltas*, and the consumed offsets are sent
-to the same transaction (``send_offsets_to_transaction``, KIP-447), each carrying the rest of
-the partition's position (watermark, late and invalid counts) in its offset metadata. The
+Each flush is one Kafka transaction (docs/design.md, "The flush protocol", step 2): every
+partition's partials since its previous flush are produced to the output topic as *deltas*, and
+the consumed offsets are sent to the same transaction (``send_offsets_to_transaction``, KIP-447),
+each carrying the rest of the partition's position (watermark, late and invalid counts) in its
+offset metadata. The
 records and the offsets that cover them become visible together or not at all, so a
 ``read_committed`` consumer of the output topic sees every event's contribution exactly once.
 
@@ -11,8 +12,8 @@ Positions: the group's committed offsets are this sink's position rows. Their me
 holds a fingerprint of the pipeline and output topic: a group cannot resume into a topic that
 another pipeline wrote, nor resume from offsets that something else committed.
 
-Fencing (the compare-and-set of DESIGN): the offsets carry the consumer's group metadata
-(member id and generation). The group coordinator refuses them from a member that left the
+Fencing (the compare-and-set of docs/design.md, "The flush protocol", step 2): the offsets carry
+the consumer's group metadata (member id and generation). The group coordinator refuses them from a member that left the
 group or is a generation behind (a worker that stalled past its session or poll interval), the
 transaction is aborted and the worker discards its partials and rewinds, exactly as after a
 failed compare-and-set. A transaction that had sent its offsets before the member lost its
@@ -52,6 +53,7 @@ from ..aggregate import Partial, State, merge
 from ..config import Pipeline
 from ..decode import make_decoder, make_encoder
 from ..errors import ConfigError, PositionConflict, SinkError
+from ..registry import RegistryUnavailable, connect, header_size
 from . import Position, PositionWrite, Reject, TopicPartition
 from .sqlite import pipeline_signature
 
@@ -221,6 +223,38 @@ def producer_settings(pipeline: Pipeline, transactional_id: str) -> dict[str, An
     return settings
 
 
+def output_encoders(pipeline: Pipeline) -> tuple[Callable[[Any], bytes], Callable[[Any], bytes]]:
+    """The key and value encoders of the output records: schemaless Avro, or, with ``[sink]
+    registry = true``, framed with the ids of the output schemas, registered under
+    ``<output topic>-key`` and ``<output topic>-value`` so consumers use their usual deserializers."""
+    key, value = key_schema(pipeline), output_schema(pipeline)
+    if not pipeline.sink.registry:
+        return make_encoder(key), make_encoder(value)
+    assert pipeline.registry is not None  # config.py checks it
+    topic = pipeline.sink.topic
+    registry = connect(pipeline.registry)
+    try:
+        key_ref = registry.register(f"{topic}-key", key)
+        value_ref = registry.register(f"{topic}-value", value)
+    except RegistryUnavailable as e:
+        raise SinkError(f"cannot register the output schemas: {e}") from None
+    finally:
+        registry.close()
+    body_key, body_value = make_encoder(key), make_encoder(value)
+    frame = registry.frame
+    return (lambda k: frame(key_ref, body_key(k))), (lambda v: frame(value_ref, body_value(v)))
+
+
+def output_decoder(pipeline: Pipeline) -> Callable[[bytes], dict[str, Any]]:
+    """Decode an output record's value (after its registry header, when framed)."""
+    decode = make_decoder(output_schema(pipeline))
+    if not pipeline.sink.registry:
+        return decode
+    assert pipeline.registry is not None
+    start = header_size(pipeline.registry)
+    return lambda value: decode(value[start:])
+
+
 class KafkaSink:
     positions_in_kafka = True  # flush step 3 is part of the transaction
     partials_by_partition = True  # each record names the partition its events came from
@@ -232,8 +266,7 @@ class KafkaSink:
         self.metrics = pipeline.aggregate.metrics
         self.size = pipeline.window.size_ms
         self.fingerprint = fingerprint(pipeline)
-        self.encode_key = make_encoder(key_schema(pipeline))
-        self.encode_value = make_encoder(output_schema(pipeline))
+        self.encode_key, self.encode_value = output_encoders(pipeline)
         host = socket.gethostname()
         self.transactional_id = f"eventfleet-{pipeline.kafka.group_id}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.settings = producer_settings(pipeline, self.transactional_id)
@@ -427,7 +460,7 @@ def read_output(pipeline: Pipeline, isolation: str = "read_committed") -> list[d
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     })  # fmt: skip
-    decode: Callable[[bytes], dict[str, Any]] = make_decoder(output_schema(pipeline))
+    decode = output_decoder(pipeline)
     try:
         try:
             meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)

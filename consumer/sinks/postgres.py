@@ -30,7 +30,7 @@ lost during COMMIT leaves the outcome unknown: if it did commit, the retry finds
 already moved and its compare-and-set fails, so the worker rewinds to the stored position
 instead of merging twice.
 
-Replay (README, "Replay"; the :class:`~consumer.sinks.ReplayableSink` methods at the end of the
+Replay (docs/replay.md; the :class:`~consumer.sinks.ReplayableSink` methods at the end of the
 class) has the same semantics as in the SQLite sink. Two points are PostgreSQL's own. The clone
 for ``--into`` copies rows, positions, filters, checkpoints and rejects in several statements
 while the live fleet keeps writing: it runs at REPEATABLE READ, so that every statement reads the

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from consumer import devregistry
 from consumer.window import parse_duration_ms
 
 from .conftest import ROOT, load_as_in_container
@@ -48,7 +49,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 def test_services_and_pinned_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "topic", "generator", "fleet", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "topic", "registry", "generator", "fleet", "prometheus", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:"), "the official Apache Kafka image"
     for name, service in services.items():
         image = service["image"]
@@ -143,3 +144,11 @@ def test_docker_stop_waits_for_the_last_flush(compose: dict[str, Any]) -> None:
         toml.get("fleet", {}).get("shutdown_grace", "30s")
     )
     assert parse_duration_ms(fleet["stop_grace_period"]) > needed_ms
+
+
+def test_the_registry_is_the_one_eventfleet_registry_runs(compose: dict[str, Any]) -> None:
+    registry = compose["services"]["registry"]
+    assert registry["image"] == f"apicurio/apicurio-registry:{devregistry.APICURIO_VERSION}", "Apicurio's image"
+    port = registry["environment"]["QUARKUS_HTTP_PORT"]
+    assert f"{devregistry.DEFAULT_PORT}:{port}" in registry["ports"], "the host port of `eventfleet registry up`"
+    assert f"EVENTFLEET_REGISTRY_URL: http://registry:{port}{devregistry.CCOMPAT_PATH}" in COMPOSE.read_text()

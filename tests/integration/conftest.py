@@ -111,8 +111,9 @@ class Truth:
 
 
 def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]]) -> Truth:
-    """The DESIGN rules in a few lines: per-partition watermark in offset order, late when
-    window end + grace <= watermark; count/sum/min/max per (window, campaign, type)."""
+    """The rules of docs/design.md ("Events, windows, lateness") in a few lines: per-partition
+    watermark in offset order, late when window end + grace <= watermark; count/sum/min/max per
+    (window, campaign, type)."""
     truth = Truth()
     watermark: dict[int, int] = {}
     for p, r in events:
@@ -255,15 +256,16 @@ class Pipeline:
     out_topic: str = ""
     other_tables: list[str] = field(default_factory=list)  # PostgreSQL: dropped too at the end (shadows)
 
-    def start_worker(self, fault: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, fault: str | None = None, metrics_port: int = 0) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.pop("EVENTFLEET_FAULT", None)
         if fault:
             env["EVENTFLEET_FAULT"] = fault
         log = open(self.workdir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "worker", "--config", str(self.path)], stderr=log, stdout=log, env=env
-        )
+        cmd = [sys.executable, "-m", "consumer", "worker", "--config", str(self.path)]
+        if metrics_port:
+            cmd += ["--metrics-port", str(metrics_port)]
+        proc = subprocess.Popen(cmd, stderr=log, stdout=log, env=env)
         self.procs.append(proc)
         return proc
 
@@ -394,8 +396,10 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         extra: str = "",
         sections: str = "",
         sink: str = "sqlite",
+        schema: str = "",
     ) -> Pipeline:
-        """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s."""
+        """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s; ``schema``:
+        more lines of the [schema] table (a registry)."""
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -422,6 +426,7 @@ group_id = "{group}"
 {extra}
 [schema]
 path = "{SCHEMA_PATH}"
+{schema}
 [window]
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"

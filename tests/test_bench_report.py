@@ -1,0 +1,129 @@
+"""bench/report.py: the Markdown tables of docs/performance.md, computed from results JSON files."""
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "bench" / "report.py"
+
+# three rounds of two contenders, in the shape bench/run.py writes (its "summary" deliberately wrong:
+# the report must compute the medians from the runs)
+RUNS: dict[str, list[dict[str, float]]] = {
+    "naive": [
+        {"events_per_s": 200_000.0, "cpu_s_per_m": 5.0, "rss_mb": 280.2},
+        {"events_per_s": 260_000.4, "cpu_s_per_m": 4.1, "rss_mb": 300.9},
+        {"events_per_s": 150_000.0, "cpu_s_per_m": 6.5, "rss_mb": 279.0},
+    ],
+    "eventfleet-1": [
+        {"events_per_s": 340_000.0, "cpu_s_per_m": 2.9, "rss_mb": 276.4},
+        {"events_per_s": 410_123.6, "cpu_s_per_m": 2.5, "rss_mb": 281.6},
+        {"events_per_s": 300_000.0, "cpu_s_per_m": 3.3, "rss_mb": 270.0},
+    ],
+}
+
+
+def write_results(folder: Path) -> Path:
+    doc: dict[str, Any] = {
+        "run": "20990101-000000",
+        "events": 1000,
+        "partitions": 2,
+        "repeat": 3,
+        "machine": {
+            "cpus": 2,
+            "cpu_model": "Test CPU",
+            "memory_gib": 7.8,
+            "python": "3.11.7",
+            "kafka": "4.1.1",
+            "confluent_kafka": "2.16.1",
+            "librdkafka": "2.16.0",
+            "fastavro": "1.13.1",
+        },
+        "summary": {name: {"events_per_s": 1.0, "cpu_s_per_m": 1.0, "rss_mb": 1.0} for name in RUNS},
+        "runs": RUNS,
+    }
+    path = folder / "20990101-000000.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPORT), *args], capture_output=True, text=True, timeout=60)
+
+
+def table_rows(text: str, header: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table under ``header``, keyed by their first cell."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("*")] = cells[1:]
+    return rows
+
+
+def test_the_contender_table_holds_the_medians_of_the_runs(tmp_path: Path) -> None:
+    out = report(str(write_results(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    rows = table_rows(out.stdout, "| contender |")
+    assert list(rows) == ["naive", "eventfleet-1"]
+    for name, runs in RUNS.items():
+        events = statistics.median(r["events_per_s"] for r in runs)
+        cpu = statistics.median(r["cpu_s_per_m"] for r in runs)
+        rss = statistics.median(r["rss_mb"] for r in runs)
+        assert rows[name] == [f"{events:,.0f}", f"{cpu:.2f}", f"{rss:,.0f} MB"]
+    ratio = table_rows(out.stdout, "| ratio |")["eventfleet-1 / naive"]
+    ours, naive = RUNS["eventfleet-1"], RUNS["naive"]
+    med = statistics.median
+    assert ratio[0] == f"{med(r['events_per_s'] for r in ours) / med(r['events_per_s'] for r in naive):.2f}x"
+    assert ratio[1] == f"{med(r['cpu_s_per_m'] for r in naive) / med(r['cpu_s_per_m'] for r in ours):.2f}x"
+    rounds = [a["events_per_s"] / b["events_per_s"] for a, b in zip(ours, naive, strict=True)]
+    assert ratio[2] == ", ".join(f"{x:.2f}" for x in rounds)
+    assert "2 cores (Test CPU), 8 GiB, Python 3.11.7" in out.stdout
+    assert "median of `--repeat 3`" in out.stdout
+
+
+def test_write_replaces_only_the_marked_blocks(tmp_path: Path) -> None:
+    results = write_results(tmp_path)
+    keys = tmp_path / "memory-keys-20990101-000000.json"
+    keys.write_text(json.dumps({"mode": "keys", "results": [
+        {"keys_per_window": 10, "events": 40, "peak_rss_mb": 99.6, "rows": 40}]}))  # fmt: skip
+    doc = tmp_path / "performance.md"
+    before = "# Perf\n\nprose kept\n\n<!-- bench:main -->\nstale table\n<!-- /bench:main -->\n\nmore prose\n"
+    doc.write_text(before + "<!-- bench:memory-keys -->\n<!-- /bench:memory-keys -->\nend\n")
+    out = report("--write", str(doc), str(results), str(keys))
+    assert out.returncode == 0, out.stderr
+    text = doc.read_text()
+    assert "stale table" not in text
+    assert text.startswith("# Perf\n\nprose kept\n\n<!-- bench:main -->\nMeasured on 2 cores")
+    assert "<!-- /bench:main -->\n\nmore prose\n" in text and text.endswith("<!-- /bench:memory-keys -->\nend\n")
+    assert table_rows(text, "| distinct keys per window |") == {"10": ["4", "100 MB", "40"]}
+    assert "[`20990101-000000.json`](20990101-000000.json)" in text  # linked relative to the document
+    again = report("--write", str(doc), str(results), str(keys))
+    assert again.returncode == 0 and doc.read_text() == text  # rerunning changes nothing
+
+
+def test_a_document_without_the_markers_is_refused(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Perf\n")
+    out = report("--write", str(doc), str(write_results(tmp_path)))
+    assert out.returncode == 2
+    assert "has no block for main" in out.stderr
+    assert doc.read_text() == "# Perf\n"
+
+
+def test_the_committed_tables_are_those_of_the_newest_results() -> None:
+    """docs/performance.md holds what `make bench-report` writes from bench/results/ now."""
+    doc = ROOT / "docs" / "performance.md"
+    out = subprocess.run(
+        [sys.executable, str(REPORT)], capture_output=True, text=True, timeout=60, cwd=doc.parent, check=True
+    )
+    text = doc.read_text()
+    for block in out.stdout.strip().split("\n\n<!-- bench:"):
+        block = block if block.startswith("<!--") else "<!-- bench:" + block
+        assert block.strip() in text
