@@ -20,7 +20,6 @@ from typing import Any
 from fastavro import __version__ as fastavro_version
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from . import metrics
 from .registry import Registry, UnknownSchema
 
 log = logging.getLogger(__name__)
@@ -466,7 +465,6 @@ class FramedDecoder:
             inner, size = project, self.size
             project = lambda value: inner(zlib.decompress(value[size:]))  # noqa: E731
         self.by_ref[key] = project
-        metrics.SCHEMAS_CACHED.set(len(self.by_ref))
         return project
 
 

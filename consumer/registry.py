@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import metrics
 from .errors import EventfleetError
 
 log = logging.getLogger(__name__)
@@ -181,7 +180,6 @@ class ConfluentRegistry:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.requests += 1
-        metrics.REGISTRY_REQUESTS.inc()
         try:
             response = self.client.request(method, self.url + path, **kwargs)
         except httpx.HTTPError as e:

@@ -76,6 +76,7 @@ class Worker:
         self.outage_attempts = 0
         self.paused_for: set[str] = set()  # why every partition is paused: "sink", "registry"
         self.registry_outage: RegistryOutage | None = None
+        self.registry_requests = 0  # of them, already counted in the metrics
         self.events = 0
         self.batch_events = 0  # messages of the last batch, error events excluded
         self.first_event_at: float | None = None  # perf_counter of the first and last batch
@@ -491,6 +492,11 @@ class Worker:
 
     def _flush(self) -> None:
         assert self.source is not None
+        if self.framed is not None:  # the registry's figures (its modules do not import the metrics)
+            requests = self.framed.registry.requests
+            metrics.REGISTRY_REQUESTS.inc(requests - self.registry_requests)
+            self.registry_requests = requests
+            metrics.SCHEMAS_CACHED.set(len(self.framed.by_ref))
         late = {k: p.late_events - p.stored_late for k, p in self.state.parts.items() if p.late_events > p.stored_late}
         result = flush(self.source.consumer, self.sink, self.group, self.state, self.dead_letters)
         self.behind = False
