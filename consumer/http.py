@@ -12,16 +12,21 @@ log = logging.getLogger(__name__)
 Check = Callable[[], tuple[bool, str]]
 
 
-def serve(port: int, healthy: Check, ready: Check, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR."""
+def serve(
+    port: int, healthy: Check, ready: Check, host: str = "0.0.0.0", registry: CollectorRegistry | None = None
+) -> ThreadingHTTPServer:
+    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR,
+    or from ``registry`` (a single process's own metrics, e.g. ``eventfleet tail``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                registry = CollectorRegistry()
-                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                metrics = registry
+                if metrics is None:
+                    metrics = CollectorRegistry()
+                    multiprocess.MultiProcessCollector(metrics)  # type: ignore[no-untyped-call]
+                self._send(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
                 ok, detail = (healthy if path == "/healthz" else ready)()
                 self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain; charset=utf-8")
