@@ -253,7 +253,7 @@ def _ingest(
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
         raise ConfigError("ingest.paths", f"must be a non-empty list of file globs, got {paths!r}",
                           'write paths = ["/var/log/app/*.log"]')  # fmt: skip
-    globs = tuple(p if os.path.isabs(p) else str(base / p) for p in paths)
+    globs = tuple(os.path.abspath(p if os.path.isabs(p) else base / p) for p in paths)
     fmt = _string(t, "ingest.format", "format", default="jsonl")
     if fmt not in INGEST_FORMATS:
         raise ConfigError("ingest.format", f"unknown format {fmt!r}", 'use "jsonl" or "regex" (with pattern)')
