@@ -287,7 +287,10 @@ def _ingest(
     if max_line < 1:
         raise ConfigError("ingest.max_line_bytes", f"{t.get('max_line_bytes')!r} is not a size of at least 1 byte",
                           'write e.g. max_line_bytes = "1MiB"')  # fmt: skip
-    port = _port({"port": t.get("metrics_port", 9401)})
+    port = t.get("metrics_port", 9401)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError("ingest.metrics_port", f"must be a port number 0-65535, got {port!r}",
+                          "write metrics_port = 9401 (0 disables)")  # fmt: skip
     extra = t.get("config", {})
     if not isinstance(extra, Mapping):
         raise ConfigError("ingest.config", "must be a table of librdkafka producer settings",
