@@ -321,14 +321,12 @@ class Files:
                 if other.identity.fp_len and starts_like(fd, other.identity):
                     return None  # a copy of a file still open: matched once that file's content ends
             for pos in sorted(self.known.values(), key=lambda p: -p.updated_ms):
-                if (
-                    pos.identity.fp_len
-                    and size >= pos.offset
-                    and _line_end(fd, pos.offset)
-                    and starts_like(fd, pos.identity)
-                ):
-                    log.info("%s starts like %s (a copy): reading on from byte %d", path, pos.path, pos.offset)
-                    return Follower(path, fd, identity, pos.offset, self.max_line_bytes)
+                if not pos.identity.fp_len or not starts_like(fd, pos.identity):
+                    continue
+                if size < pos.offset or not _line_end(fd, pos.offset):
+                    return None  # a copy still being written: matched once it holds the position
+                log.info("%s starts like %s (a copy): reading on from byte %d", path, pos.path, pos.offset)
+                return Follower(path, fd, identity, pos.offset, self.max_line_bytes)
         start = last_line_end(fd, size) if self.start_at_end else 0
         log.info("%s: new file (%d bytes), reading from byte %d", path, size, start)
         return Follower(path, fd, identity, start, self.max_line_bytes)
@@ -336,9 +334,13 @@ class Files:
     # -- following ------------------------------------------------------------------------------
 
     def reading_order(self) -> Iterator[Follower]:
-        """Rotated files first (the old file to its end, then the new one), then by first sight."""
+        """Rotated files first, the least recently written first (the old file to its end, then
+        the new one), then the others in the order they were found."""
         followers = list(self.followers.values())
-        yield from (f for f in followers if f.rotated)
+        rotated = [f for f in followers if f.rotated]
+        if len(rotated) > 1:
+            rotated.sort(key=lambda f: os.fstat(f.fd).st_mtime_ns)
+        yield from rotated
         yield from (f for f in followers if not f.rotated)
 
     def truncated(self, f: Follower) -> None:

@@ -15,6 +15,7 @@ tailer calls ``init_transactions`` with its stable ``transactional.id`` (which f
 itself and aborts what it left open), reads its positions with ``read_committed``, and continues.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -158,7 +159,8 @@ class Tailer:
             self.ready = False
             files.close()
             if self.producer is not None:
-                self.producer.flush(5)
+                with contextlib.suppress(KafkaException):
+                    self.producer.flush(5)
 
     def pump(self, deadline: float) -> int:
         """Read what the files hold now (up to a budget per file) and produce it; returns bytes read."""
@@ -435,10 +437,18 @@ class Tailer:
         self.stopping = True
 
     def _wait(self, seconds: float) -> None:
-        if self.producer is not None:
-            self.producer.poll(seconds)
-        else:
+        """Serve the producer's callbacks for ``seconds``; a fatal producer error found there
+        (fenced: stop; anything else: a new producer, and rewind)."""
+        if self.producer is None:
             time.sleep(seconds)
+            return
+        try:
+            self.producer.poll(seconds)
+        except KafkaException as e:
+            self._fatal(e.args[0])
+            log.warning("the producer failed (%s): rewinding the files to their committed positions", e.args[0])
+            metrics.TAIL_TRANSACTIONS.labels("failed").inc()
+            self._recover(unknown=True)
 
     def _progress(self) -> None:
         assert self.files is not None
