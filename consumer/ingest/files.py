@@ -122,6 +122,7 @@ class Follower:
         self.gone = False  # no longer under the globs: renamed away or deleted
         self.last_growth = time.monotonic()
         self.lines = 0  # lines handed out (the dead-letter caps count invalid lines in a row)
+        self.metric_path = ""  # the path its bytes-behind gauge is labelled with
 
     @property
     def rotated(self) -> bool:

@@ -145,7 +145,8 @@ class Tailer:
                 if time.monotonic() - self.txn_started >= interval_s or not self.in_transaction:
                     self.commit_or_rewind()
                     for f in files.close_finished():
-                        metrics.TAIL_BYTES_BEHIND.remove(f.path)
+                        if f.metric_path:
+                            metrics.TAIL_BYTES_BEHIND.remove(f.metric_path)
                     metrics.TAIL_FILES_OPEN.set(len(files.followers))
                 if now >= next_progress:
                     self._progress()
@@ -183,6 +184,10 @@ class Tailer:
                     self.produce(f, chunk)
                 budget -= chunk.read
                 total += chunk.read
+            if f.metric_path != f.path:  # renamed: the gauge follows the file
+                if f.metric_path:
+                    metrics.TAIL_BYTES_BEHIND.remove(f.metric_path)
+                f.metric_path = f.path
             metrics.TAIL_BYTES_BEHIND.labels(f.path).set(f.behind())
             if budget <= 0 and f.rotated:
                 break  # the old file of a rotation first, to its end
