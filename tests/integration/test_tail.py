@@ -48,11 +48,14 @@ class Tail:
         self.p = p
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+    def start(self, metrics_port: int = 0, fault: str | None = None) -> subprocess.Popen[bytes]:
         log = open(self.p.workdir / f"tail-{len(self.procs)}.log", "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "consumer", "tail", "--config", str(self.p.path), "--metrics-port",
                str(metrics_port)]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        env = {k: v for k, v in os.environ.items() if k != "EVENTFLEET_FAULT"}
+        if fault:
+            env["EVENTFLEET_FAULT"] = fault
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         self.procs.append(proc)
         self.p.procs.append(proc)  # killed by the pipeline fixture at the end
         return proc
@@ -197,9 +200,10 @@ def test_numbered_lines_through_rotations_and_sigkills_exactly_once_to_the_aggre
     tail.start()
     writer_log = open(tmp_path / "writer.log", "wb")  # noqa: SIM115
     root = str(Path(__file__).resolve().parents[2])
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(logs), str(total), "7", root], stdout=writer_log,
-                              stderr=writer_log)  # fmt: skip
-    rng = random.Random(3)
+    seed = int(os.environ.get("EVENTFLEET_TEST_SEED", "7"))  # another seed: other rotation points and kill instants
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(logs), str(total), str(seed), root],
+                              stdout=writer_log, stderr=writer_log)  # fmt: skip
+    rng = random.Random(seed)
     for _ in range(3):  # SIGKILL the tailer at an arbitrary instant, three times, while the writer writes
         time.sleep(rng.uniform(1.5, 4.0))
         tail.kill()
@@ -226,6 +230,23 @@ def test_numbered_lines_through_rotations_and_sigkills_exactly_once_to_the_aggre
         ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
     p.wait_caught_up(ends)
     assert_exact(p, truth, ends)
+
+
+def test_a_sigkill_inside_the_transaction_commits_nothing_of_it(pipeline: Any, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    p = tail_pipeline(pipeline, logs, partitions=1)
+    tail = Tail(p)
+    live = logs / "app.log"
+    write(live, b"".join(jline(n) for n in range(100)))
+    proc = tail.start(fault="in_tail_transaction@2")  # records and positions sent, the commit not yet
+    wait_for_numbers(p, tail, 100)
+    write(live, b"".join(jline(n) for n in range(100, 200)))
+    assert proc.wait(60) == -signal.SIGKILL
+    assert numbers(p.bootstrap, p.topic) == list(range(100))  # the killed transaction is not visible
+    tail.start()
+    assert_once(wait_for_numbers(p, tail, 200), range(200), tail)
+    assert tail.stop() == 0
 
 
 # -- files as they really behave ------------------------------------------------------------------------
