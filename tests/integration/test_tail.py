@@ -74,13 +74,13 @@ class Tail:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.p.workdir.glob("tail-*.log")))
 
 
-def tail_pipeline(pipeline: Any, logs: Path, ingest: str = "", partitions: int = 2, dlq: str = "") -> Pipeline:
+def tail_pipeline(pipeline: Any, logs: Path, ingest: str = "", partitions: int = 2, extra: str = "") -> Pipeline:
     """A pipeline whose [ingest] follows ``logs``/``app.log*`` (or ``paths`` given in ``ingest``)."""
     lines = [f'id = "t-{os.getpid()}-{random.randrange(10**9)}"', 'commit_interval = "200ms"', 'rotate_wait = "2s"',
              'key = "campaign_id"']  # fmt: skip
     if "paths" not in ingest:
         lines.append(f'paths = ["{logs}/app.log*"]')
-    sections = "[ingest]\n" + "\n".join([*lines, ingest]) + "\n" + dlq
+    sections = "[ingest]\n" + "\n".join([*lines, ingest]) + "\n" + extra
     return pipeline(partitions, sections=sections)  # type: ignore[no-any-return]
 
 
@@ -291,10 +291,13 @@ def test_a_multibyte_character_cut_by_a_write_and_a_read(pipeline: Any, tmp_path
     assert tail.stop() == 0
 
 
-def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(pipeline: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("glob", ["app.log*", "app.log"])
+def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(
+    pipeline: Any, tmp_path: Path, glob: str
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    p = tail_pipeline(pipeline, logs, partitions=1)
+    p = tail_pipeline(pipeline, logs, ingest=f'paths = ["{logs}/{glob}"]', partitions=1)
     tail = Tail(p)
     tail.start()
     live = logs / "app.log"
@@ -440,6 +443,18 @@ def test_many_files_at_once(pipeline: Any, tmp_path: Path) -> None:
     assert tail.stop() == 0
 
 
+def test_a_full_producer_queue_makes_reading_wait(pipeline: Any, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    queue = '[ingest.config]\n"queue.buffering.max.messages" = 50\n"linger.ms" = 50\n'
+    p = tail_pipeline(pipeline, logs, extra=queue)  # a queue of 50 records: reading waits for deliveries
+    tail = Tail(p)
+    write(logs / "app.log", b"".join(jline(n) for n in range(5000)))
+    tail.start()
+    assert_once(wait_for_numbers(p, tail, 5000), range(5000), tail)
+    assert tail.stop() == 0
+
+
 def test_bad_lines_go_to_the_dead_letters_with_their_origin(pipeline: Any, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -470,7 +485,7 @@ def test_bad_lines_go_to_the_dead_letters_with_their_origin(pipeline: Any, tmp_p
 def test_too_many_bad_lines_in_a_row_stop_the_tailer(pipeline: Any, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    p = tail_pipeline(pipeline, logs, dlq="[dlq]\nmax_consecutive = 3\n")
+    p = tail_pipeline(pipeline, logs, extra="[dlq]\nmax_consecutive = 3\n")
     tail = Tail(p)
     write(logs / "app.log", jline(0) + b"bad\n" * 4)
     proc = tail.start()
