@@ -135,7 +135,7 @@ class IngestSettings:
     positions_topic: str = ""  # compacted; "" -> "<topic>.tail-positions"
     commit_interval_ms: int = 1000  # one Kafka transaction at most this often
     rotate_wait_ms: int = 5000  # a file renamed away or deleted stays open this long after its last growth
-    max_line_bytes: int = 1 << 20  # longer lines go to the dead letters (their first max_line_bytes)
+    max_line_bytes: int = 512 << 10  # longer lines go to the dead letters (their first max_line_bytes)
     metrics_port: int = 9401
     config: Mapping[str, Any] = field(default_factory=dict)  # librdkafka producer settings
 
@@ -282,11 +282,11 @@ def _ingest(
     rotate_wait = _duration(t, "ingest.rotate_wait", "rotate_wait", default="5s")
     if commit <= 0:
         raise ConfigError("ingest.commit_interval", "must be more than zero", 'write e.g. commit_interval = "1s"')
-    match = _SIZE.match(str(t.get("max_line_bytes", "1MiB")))
+    match = _SIZE.match(str(t.get("max_line_bytes", "512KiB")))  # below message.max.bytes (1,000,000 by default)
     max_line = int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0
     if max_line < 1:
         raise ConfigError("ingest.max_line_bytes", f"{t.get('max_line_bytes')!r} is not a size of at least 1 byte",
-                          'write e.g. max_line_bytes = "1MiB"')  # fmt: skip
+                          'write e.g. max_line_bytes = "512KiB"')  # fmt: skip
     port = t.get("metrics_port", 9401)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ConfigError("ingest.metrics_port", f"must be a port number 0-65535, got {port!r}",

@@ -357,7 +357,7 @@ def test_ingest_defaults(tmp_path: Path) -> None:
     assert (s.topic, s.format, s.start, s.key, s.positions_topic) == (
         "ad-events", "jsonl", "beginning", None, "ad-events.tail-positions")  # fmt: skip
     assert re.fullmatch(r"[\w.-]+-[0-9a-f]{8}", s.id)  # host and config path
-    assert (s.commit_interval_ms, s.rotate_wait_ms, s.max_line_bytes) == (1000, 5000, 1 << 20)
+    assert (s.commit_interval_ms, s.rotate_wait_ms, s.max_line_bytes) == (1000, 5000, 512 << 10)
 
 
 @pytest.mark.parametrize(

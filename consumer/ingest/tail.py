@@ -111,43 +111,23 @@ class Tailer:
         """Tail until SIGTERM/SIGINT, then commit what was read and return 0."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        s = self.settings
-        admin = AdminClient(self.pipeline.kafka.client_settings())
-        positions.ensure_topics(admin, self.topic, s.positions_topic, self.dlq_topic)
-        self.producer = self._new_producer()
-        known, started = self._load_positions()
-        self.started_written = started
-        self.files = files = Files(s.paths, known, start_at_end=s.start == "end" and not started,
-                                   max_line_bytes=s.max_line_bytes, rotate_wait_s=s.rotate_wait_ms / 1000)  # fmt: skip
-        files.scan()
-        files.recover()
-        self.ready = True
-        log.info("tailing %s into %s as %s (%d files, %d positions known)", ", ".join(s.paths), self.topic, s.id,
-                 len(files.followers), len(known))  # fmt: skip
-        interval_s = s.commit_interval_ms / 1000
-        next_scan = time.monotonic() + SCAN_INTERVAL_S
-        next_progress = time.monotonic() + PROGRESS_INTERVAL_S
+        files = self._start()
+        interval_s = self.settings.commit_interval_ms / 1000
+        next_scan = next_progress = time.monotonic()
         try:
             while not self.stopping:
                 now = self.last_turn = time.monotonic()
-                if now >= next_scan:
+                if now >= next_scan:  # a new file is picked up within a second
                     files.scan()
                     next_scan = now + SCAN_INTERVAL_S
                 try:
                     read = self.pump(now + interval_s)
                 except (TransactionFailed, KafkaException) as e:
-                    failed = e if isinstance(e, TransactionFailed) else TransactionFailed(e.args[0], unknown=False)
-                    self._fatal(failed.error)
-                    log.warning("producing failed (%s): rewinding the files to their committed positions", failed)
-                    metrics.TAIL_TRANSACTIONS.labels("failed").inc()
-                    self._recover(failed.unknown)
                     read = 0
-                if time.monotonic() - self.txn_started >= interval_s or not self.in_transaction:
+                    self._failed(e if isinstance(e, TransactionFailed) else TransactionFailed(e.args[0], False))
+                if not self.in_transaction or time.monotonic() - self.txn_started >= interval_s:
                     self.commit_or_rewind()
-                    for f in files.close_finished():
-                        if f.metric_path:
-                            metrics.TAIL_BYTES_BEHIND.remove(f.metric_path)
-                    metrics.TAIL_FILES_OPEN.set(len(files.followers))
+                    self._close_finished()
                 if now >= next_progress:
                     self._progress()
                     next_progress = now + PROGRESS_INTERVAL_S
@@ -162,6 +142,37 @@ class Tailer:
             if self.producer is not None:
                 with contextlib.suppress(KafkaException):
                     self.producer.flush(5)
+
+    def _start(self) -> Files:
+        """The topics, a transactional producer (fencing a zombie of this tailer), the committed
+        positions, and the files under the globs matched against them."""
+        s = self.settings
+        positions.ensure_topics(AdminClient(self.pipeline.kafka.client_settings()), self.topic, s.positions_topic,
+                                self.dlq_topic)  # fmt: skip
+        self.producer = self._new_producer()
+        known, started = self._load_positions()
+        self.started_written = started
+        self.files = files = Files(s.paths, known, start_at_end=s.start == "end" and not started,
+                                   max_line_bytes=s.max_line_bytes, rotate_wait_s=s.rotate_wait_ms / 1000)  # fmt: skip
+        files.scan()
+        files.recover()
+        self.ready = True
+        log.info("tailing %s into %s as %s (%d files, %d positions known)", ", ".join(s.paths), self.topic, s.id,
+                 len(files.followers), len(known))  # fmt: skip
+        return files
+
+    def _failed(self, e: "TransactionFailed") -> None:
+        self._fatal(e.error)
+        log.warning("producing failed (%s): rewinding the files to their committed positions", e)
+        metrics.TAIL_TRANSACTIONS.labels("failed").inc()
+        self._recover(e.unknown)
+
+    def _close_finished(self) -> None:
+        assert self.files is not None
+        for f in self.files.close_finished():
+            if f.metric_path:
+                metrics.TAIL_BYTES_BEHIND.remove(f.metric_path)
+        metrics.TAIL_FILES_OPEN.set(len(self.files.followers))
 
     def pump(self, deadline: float) -> int:
         """Read what the files hold now (up to a budget per file) and produce it; returns bytes read."""
@@ -212,17 +223,22 @@ class Tailer:
                 if long_line and len(line) > max_line:
                     raise BadLine(f"longer than [ingest] max_line_bytes = {max_line} (its first bytes kept)")
                 value, key = convert(line)
-            except BadLine as e:
-                while at_index < i:
-                    at_offset += len(lines[at_index]) + 1
-                    at_index += 1
-                skipped += 1
-                invalid += self._reject(f, line[:max_line], at_offset, str(e), f.lines - len(lines) + i)
-                continue
-            try:
                 produce(topic, value, key)
+                continue
+            except BadLine as e:
+                error = str(e)
             except BufferError:
                 self._wait_for_queue(topic, value, key)
+                continue
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                error = f"its record ({len(value)} bytes) is larger than the producer's message.max.bytes"
+            while at_index < i:  # a bad line: its byte offset, for the dead letter's header
+                at_offset += len(lines[at_index]) + 1
+                at_index += 1
+            skipped += 1
+            invalid += self._reject(f, line[:max_line], at_offset, error, f.lines - len(lines) + i)
         read = len(lines)
         self.read_total += read
         metrics.TAIL_LINES_READ.inc(read)
@@ -253,6 +269,12 @@ class Tailer:
                 return 1
             except BufferError:
                 self._wait(QUEUE_WAIT_S)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                raise TailError(f"{f.path} byte {offset}: a line of {len(line)} bytes is too large for the dead-letter "
+                                "topic: lower [ingest] max_line_bytes below the producer's message.max.bytes, or raise "
+                                "both") from None  # fmt: skip
 
     def _wait_for_queue(self, topic: str, value: bytes, key: bytes | None) -> None:
         """The producer's queue is full: reading waits for deliveries (memory stays bounded)."""
@@ -450,10 +472,7 @@ class Tailer:
         try:
             self.producer.poll(seconds)
         except KafkaException as e:
-            self._fatal(e.args[0])
-            log.warning("the producer failed (%s): rewinding the files to their committed positions", e.args[0])
-            metrics.TAIL_TRANSACTIONS.labels("failed").inc()
-            self._recover(unknown=True)
+            self._failed(TransactionFailed(e.args[0], unknown=True))
 
     def _progress(self) -> None:
         assert self.files is not None

@@ -482,6 +482,27 @@ def test_bad_lines_go_to_the_dead_letters_with_their_origin(pipeline: Any, tmp_p
     assert "2 lines produced, 4 rejected" in tail.logs()
 
 
+def test_an_overlong_line_is_a_dead_letter_and_the_next_lines_go_on(pipeline: Any, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    p = tail_pipeline(pipeline, logs, ingest='max_line_bytes = "64KiB"')
+    tail = Tail(p)
+    tail.start()
+    live = logs / "app.log"
+    long = json.dumps({**event(1), "country": "x" * 300_000}).encode()
+    with open(live, "ab", buffering=0) as w:
+        w.write(jline(0) + long[:100_000])  # the tailer holds 64 KiB of it at most, then skips
+        time.sleep(1.0)
+        w.write(long[100_000:] + b"\n" + jline(2))
+    assert_once(wait_for_numbers(p, tail, 2), [0, 2], tail)
+    wait_for(lambda: len(read_topic(p.bootstrap, f"{p.topic}.dlq")) == 1, 30, "the dead letter")
+    (letter,) = read_topic(p.bootstrap, f"{p.topic}.dlq")
+    assert letter.value() == long[: 64 << 10]
+    assert dict(letter.headers())["eventfleet.source.offset"] == str(len(jline(0))).encode()
+    assert b"max_line_bytes" in dict(letter.headers())["eventfleet.error"]
+    assert tail.stop() == 0
+
+
 def test_too_many_bad_lines_in_a_row_stop_the_tailer(pipeline: Any, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
