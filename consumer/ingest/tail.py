@@ -322,7 +322,7 @@ class Tailer:
                                     "will be read again at the next start") from None  # fmt: skip
                 if attempt >= COMMIT_TRIES:
                     return  # read again and retry at the next interval
-                time.sleep(backoff_s(attempt, RETRY_MAX_S))
+                time.sleep(backoff_s(attempt, max_s=RETRY_MAX_S))
 
     def commit(self) -> None:
         """Steps 1-3 of the module's docstring. Does nothing when nothing moved."""
@@ -419,10 +419,23 @@ class Tailer:
                 aborted = True
             except KafkaException as e:
                 log.warning("abort_transaction failed (%s): starting a new producer", e.args[0])
-        if not aborted:
-            self.producer = self._new_producer()
+        attempt = 0
+        while True:  # Kafka may be down: retry until it answers (or the tailer is asked to stop)
+            try:
+                if not aborted:
+                    self.producer = self._new_producer()
+                    aborted = True
+                if unknown:
+                    known, _started = self._load_positions()
+                break
+            except (TailError, positions.PositionsError) as e:
+                if self.stopping:
+                    raise
+                attempt += 1
+                delay = backoff_s(attempt, max_s=RETRY_MAX_S)
+                log.warning("%s; retrying in %.1f s", e, delay)
+                time.sleep(delay)
         if unknown:
-            known, _started = self._load_positions()
             self.files.known = known
             for f in self.files.followers.values():
                 for identity in (f.committed_identity, f.identity):
