@@ -46,6 +46,7 @@ FORGET_AFTER_MS = 7 * 24 * 3600 * 1000  # positions of files not seen for this l
 QUEUE_WAIT_S = 0.05
 HEALTHY_WITHIN_S = 60.0  # /healthz fails when the loop has not turned for this long
 RETRY_MAX_S = 30.0
+CLIENT_ERROR_EVERY_S = 10.0
 FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 
@@ -504,8 +505,16 @@ class Tailer:
         return (self.ready, "ok" if self.ready else "reading the positions")
 
 
+_client_errors: dict[int, float] = {}  # error code -> when last logged
+
+
 def _log_client_error(error: KafkaError) -> None:
-    log.error("Kafka producer error: %s", error)
+    """librdkafka's errors, each kind once per CLIENT_ERROR_EVERY_S (a broker outage repeats
+    them for every connection attempt); the transactions say what they mean for the lines."""
+    now = time.monotonic()
+    if now - _client_errors.get(error.code(), -CLIENT_ERROR_EVERY_S) >= CLIENT_ERROR_EVERY_S:
+        _client_errors[error.code()] = now
+        log.warning("Kafka producer: %s", error)
 
 
 def run(pipeline: Pipeline, metrics_port: int | None = None) -> int:
