@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -539,7 +540,9 @@ def test_sigterm_commits_and_the_metrics_count(pipeline: Any, tmp_path: Path) ->
     p = tail_pipeline(pipeline, logs)
     tail = Tail(p)
     write(logs / "app.log", b"".join(jline(n) for n in range(500)) + b"\nbad\n" + jline(500)[:10])
-    port = 59150
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     tail.start(metrics_port=port)
     wait_for_numbers(p, tail, 500)
 
