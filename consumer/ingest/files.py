@@ -22,6 +22,7 @@ import glob
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class Follower:
         self.carry = b""  # the partial last line
         self.pending = b""  # read but not yet split (after an overlong line)
         self.skipping: bytes | None = None  # the head of an overlong line whose newline is still to come
+        self.skipped = 0  # bytes of that line read so far
         self.size = os.fstat(fd).st_size
         self.gone = False  # no longer under the globs: renamed away or deleted
         self.last_growth = time.monotonic()
@@ -242,7 +244,7 @@ class Files:
                 st = os.stat(path)
             except OSError:
                 continue  # gone between the glob and the stat
-            if not _regular(st.st_mode):
+            if not stat.S_ISREG(st.st_mode):
                 continue
             node = (st.st_dev, st.st_ino)
             seen.add(node)
@@ -373,12 +375,6 @@ class Files:
         for f in self.followers.values():
             f.close()
         self.followers.clear()
-
-
-def _regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 def _entries(folder: str) -> list[os.DirEntry[str]]:
