@@ -225,6 +225,7 @@ class Files:
         self.followers: dict[tuple[int, int], Follower] = {}  # (dev, inode) -> open file
         self.idle: dict[tuple[int, int], int] = {}  # closed at its end: (dev, inode) -> size then
         self.retired: list[Position] = []  # ended streams (truncated files), to commit
+        self.unreadable: set[str] = set()  # paths that could not be opened (warned once)
 
     # -- discovering files --------------------------------------------------------------------
 
@@ -294,8 +295,11 @@ class Files:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
         except OSError as e:
-            log.warning("cannot open %s: %s", path, e)
+            if path not in self.unreadable:  # said once: the glob finds it again every scan
+                self.unreadable.add(path)
+                log.warning("cannot open %s (%s): skipping it until it can be read", path, e.strerror)
             return None
+        self.unreadable.discard(path)
         st = os.fstat(fd)
         node = (st.st_dev, st.st_ino)
         if node in self.followers:  # renamed between the stat and the open
