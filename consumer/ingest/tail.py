@@ -31,7 +31,8 @@ from ..backoff import backoff_s
 from ..config import IngestSettings, Pipeline
 from ..dlq import InvalidCaps
 from ..errors import EventfleetError
-from ..sinks.kafka import COMMIT_TRIES, READ_MARGIN_S, TRANSACTION_TIMEOUT_MS, explain_transaction_error
+from ..sinks import kafka as sinks_kafka
+from ..sinks.kafka import COMMIT_TRIES, READ_MARGIN_S, explain_transaction_error
 from . import positions
 from .files import Chunk, Files, Follower, Position, Truncated
 from .lines import BadLine, Converter
@@ -62,19 +63,20 @@ class TransactionFailed(Exception):
         self.error, self.unknown = error, unknown
 
 
+# Throughput defaults of the tailer's producer, under [ingest.config]
+PRODUCER_DEFAULTS = {
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "compression.type": "lz4",
+    "queue.buffering.max.kbytes": 65536,  # bounded memory: reading waits when the queue is full
+}
+
+
 def producer_settings(pipeline: Pipeline, settings: IngestSettings) -> dict[str, Any]:
-    """eventfleet's defaults, then [ingest.config], then what the transactions depend on."""
-    out: dict[str, Any] = {
-        **pipeline.kafka.client_settings(),
-        "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-        "linger.ms": 20,
-        "batch.size": 1_000_000,
-        "compression.type": "lz4",
-        "queue.buffering.max.kbytes": 65536,  # bounded memory: reading waits when it is full
-        "partitioner": "murmur2_random",  # a key lands where Java clients would put it
-    }
-    out.update(settings.config)
-    out.update({"transactional.id": f"eventfleet-tail-{settings.id}", "enable.idempotence": True, "acks": "all"})
+    """The kafka sink's transactional producer settings, with the tailer's defaults and [ingest.config]."""
+    config = {**PRODUCER_DEFAULTS, **settings.config}
+    out = sinks_kafka.producer_settings(pipeline, f"eventfleet-tail-{settings.id}", config)
+    out["error_cb"] = _log_client_error
     return out
 
 
@@ -452,7 +454,7 @@ class Tailer:
         aborts what it left open."""
         if self.producer is not None:
             self.producer.flush(0)
-        producer = Producer({**self.producer_settings, "error_cb": _log_client_error})
+        producer = Producer(self.producer_settings)
         try:
             producer.init_transactions(self.timeout_s + READ_MARGIN_S)
         except KafkaException as e:
