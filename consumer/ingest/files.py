@@ -266,32 +266,39 @@ class Files:
 
     def recover(self) -> list[Follower]:
         """At start-up: committed files that the globs no longer match (renamed away, e.g. the
-        glob names only the live file) are looked for by identity in the folder of their last
-        path, and read on if they grew past their position."""
+        glob names only the live file, or copied by copytruncate) are looked for in the folder of
+        their last path, and read on if they hold more than their position."""
         open_keys = {f.identity.key() for f in self.followers.values()}
         opened = []
         for pos in sorted(self.known.values(), key=lambda p: p.updated_ms):
-            node = (pos.identity.dev, pos.identity.ino)
-            if pos.identity.key() in open_keys or node in self.followers:
-                continue
-            folder = os.path.dirname(pos.path) or "."
-            for entry in _entries(folder):
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) != node or st.st_size <= pos.offset:
-                    continue
-                f = self._open(entry.path, gone=True)
-                if f is not None:
-                    log.info(
-                        "%s: found again as %s (renamed), reading on from byte %d", pos.path, entry.path, f.line_pos
-                    )
-                    opened.append(f)
-                break
+            if pos.identity.key() not in open_keys:  # its inode may hold another content now (copytruncate)
+                opened += self.find(pos)
         return opened
 
-    def _open(self, path: str, gone: bool = False) -> Follower | None:
+    def find(self, pos: Position) -> list[Follower]:
+        """The file of a committed position elsewhere in its folder: the same inode under another
+        name (renamed), or another inode with its first bytes (the copy copytruncate leaves, when
+        the glob does not match it), holding more than the position; opened at the position."""
+        node = (pos.identity.dev, pos.identity.ino)
+        opened = []
+        for entry in _entries(os.path.dirname(pos.path) or "."):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            here = (st.st_dev, st.st_ino)
+            if not stat.S_ISREG(st.st_mode) or st.st_size <= pos.offset or here in self.followers:
+                continue
+            if here != node and not (pos.identity.fp_len and st.st_dev == node[0]):
+                continue
+            f = self._open(entry.path, gone=True, known_only=True)
+            if f is not None:
+                how = "renamed" if here == node else "a copy"
+                log.info("%s: found as %s (%s), reading on from byte %d", pos.path, entry.path, how, f.line_pos)
+                opened.append(f)
+        return opened
+
+    def _open(self, path: str, gone: bool = False, known_only: bool = False) -> Follower | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
         except OSError as e:
@@ -306,7 +313,7 @@ class Files:
             os.close(fd)
             return None
         self.idle.pop(node, None)
-        follower = self._match(path, fd, st.st_size)
+        follower = self._match(path, fd, st.st_size, known_only)
         if follower is None:
             os.close(fd)
             return None
@@ -314,9 +321,9 @@ class Files:
         self.followers[node] = follower
         return follower
 
-    def _match(self, path: str, fd: int, size: int) -> Follower | None:
+    def _match(self, path: str, fd: int, size: int, known_only: bool = False) -> Follower | None:
         """A newly opened file: known (same inode, same first bytes), a copy of a file read
-        (other inode, same first bytes), or new."""
+        (other inode, same first bytes), or new (None when ``known_only``)."""
         st = os.fstat(fd)
         mine = [p for p in self.known.values() if (p.identity.dev, p.identity.ino) == (st.st_dev, st.st_ino)]
         for pos in sorted(mine, key=lambda p: -p.updated_ms):
@@ -334,6 +341,8 @@ class Files:
                     return None  # a copy still being written: matched once it holds the position
                 log.info("%s starts like %s (a copy): reading on from byte %d", path, pos.path, pos.offset)
                 return Follower(path, fd, identity, pos.offset, self.max_line_bytes)
+        if known_only:
+            return None
         start = last_line_end(fd, size) if self.start_at_end else 0
         log.info("%s: new file (%d bytes), reading from byte %d", path, size, start)
         return Follower(path, fd, identity, start, self.max_line_bytes)

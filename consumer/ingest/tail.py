@@ -388,6 +388,8 @@ class Tailer:
         for p in retired:
             files.known[p.identity.key()] = Position(p.identity, p.path, p.offset, now_ms)
         del files.retired[: len(retired)]
+        for p in retired:  # a truncated file's copy outside the globs holds its unread lines
+            files.find(files.known[p.identity.key()])
         for k in forgotten:
             files.known.pop(k, None)
 

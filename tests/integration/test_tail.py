@@ -330,7 +330,7 @@ def test_rotation_across_a_restart_with_a_glob_naming_only_the_live_file(pipelin
     write(live, b"".join(jline(n) for n in range(150, 200)))
     tail.start()  # app.log.1 is outside the glob: found again by its identity
     assert_once(wait_for_numbers(p, tail, 200), range(200), tail)
-    assert "found again as" in tail.logs()
+    assert "(renamed), reading on" in tail.logs()
     assert tail.stop() == 0
 
 
@@ -376,6 +376,14 @@ def test_copytruncate_with_the_glob_naming_only_the_live_file(pipeline: Any, tmp
     os.truncate(live, 0)
     write(live, b"".join(jline(n) for n in range(300, 310)))  # shorter than before: shrunk below the position
     assert_once(wait_for_numbers(p, tail, 310), range(310), tail)
+    tail.kill()
+    write(live, b"".join(jline(n) for n in range(310, 350)))  # unread when the next copy is taken
+    shutil.copyfile(live, logs / "app.log.2")
+    os.truncate(live, 0)
+    write(live, b"".join(jline(n) for n in range(350, 360)))
+    tail.start()  # the copy is outside the glob: found in the folder by its first bytes, read from the position
+    assert_once(wait_for_numbers(p, tail, 360), range(360), tail)
+    assert "(a copy), reading on" in tail.logs()
     assert tail.stop() == 0
 
 
