@@ -277,24 +277,32 @@ class Files:
 
     def find(self, pos: Position) -> list[Follower]:
         """The file of a committed position elsewhere in its folder: the same inode under another
-        name (renamed), or another inode with its first bytes (the copy copytruncate leaves, when
-        the glob does not match it), holding more than the position; opened at the position."""
+        name (renamed), or, when that inode is gone or holds other content, another inode with its
+        first bytes (the copy copytruncate leaves, when the glob does not match it); opened at the
+        position when it holds more."""
         node = (pos.identity.dev, pos.identity.ino)
-        opened = []
+        candidates = []
         for entry in _entries(os.path.dirname(pos.path) or "."):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             here = (st.st_dev, st.st_ino)
-            if not stat.S_ISREG(st.st_mode) or st.st_size <= pos.offset or here in self.followers:
+            if stat.S_ISREG(st.st_mode) and here not in self.followers:
+                candidates.append((entry.path, here, st.st_size))
+        same = [c for c in candidates if c[1] == node]
+        if same and _starts_like(same[0][0], pos.identity):  # the file itself, perhaps renamed
+            candidates = same
+        elif not pos.identity.fp_len:
+            return []
+        opened = []
+        for path, here, size in candidates:
+            if size <= pos.offset:
                 continue
-            if here != node and not (pos.identity.fp_len and st.st_dev == node[0]):
-                continue
-            f = self._open(entry.path, gone=True, known_only=True)
+            f = self._open(path, gone=True, known_only=True)
             if f is not None:
                 how = "renamed" if here == node else "a copy"
-                log.info("%s: found as %s (%s), reading on from byte %d", pos.path, entry.path, how, f.line_pos)
+                log.info("%s: found as %s (%s), reading on from byte %d", pos.path, path, how, f.line_pos)
                 opened.append(f)
         return opened
 
@@ -396,6 +404,17 @@ def _entries(folder: str) -> list[os.DirEntry[str]]:
             return list(it)
     except OSError:
         return []
+
+
+def _starts_like(path: str, identity: Identity) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return starts_like(fd, identity)
+    finally:
+        os.close(fd)
 
 
 def _line_end(fd: int, offset: int) -> bool:
