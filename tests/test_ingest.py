@@ -321,6 +321,23 @@ def test_a_copy_of_a_file_read_is_read_on_from_its_position_and_a_reused_inode_f
     assert opened["app.log"].line_pos == 0
 
 
+def test_a_copy_outside_the_glob_is_found_in_the_folder_of_a_truncated_file(tmp_path: Path) -> None:
+    live = tmp_path / "app.log"
+    live.write_bytes(b"0123456789\n" * 200)
+    first = files(tmp_path, {}, pattern="app.log")
+    (f,) = first.scan()
+    f.read(limit=550)
+    pos = committed(f)
+    first.close()
+    (tmp_path / "app.log.1").write_bytes(live.read_bytes())  # copytruncate's copy, which the glob misses
+    live.write_bytes(b"fresh content\n")
+    (tmp_path / "other.log").write_bytes(b"unrelated\n" * 300)  # never opened: other first bytes
+    again = files(tmp_path, {pos.identity.key(): pos}, pattern="app.log")
+    assert [g.line_pos for g in again.scan()] == [0]
+    (copy,) = again.recover()
+    assert copy.path.endswith("app.log.1") and copy.line_pos == pos.offset and copy.gone
+
+
 def test_a_copy_of_a_file_still_open_waits_until_that_file_ends(tmp_path: Path) -> None:
     live = tmp_path / "app.log"
     live.write_bytes(b"0123456789\n" * 200)
