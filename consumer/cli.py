@@ -1,4 +1,5 @@
-"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, registry, demo, check-config."""
+"""The ``eventfleet`` command: run, tail, produce, results, replay, kafka, postgres, registry, demo,
+check-config."""
 
 import argparse
 import csv
@@ -88,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--metrics-port", type=int, default=0, help="serve this worker's /metrics (default: off)")
     worker.set_defaults(func=_worker)
+
+    tail = sub.add_parser("tail", help="follow files into Kafka, each complete line exactly once ([ingest])")
+    tail.add_argument("--config", required=True, help="pipeline .toml file with an [ingest] section, or env:NAME")
+    tail.add_argument(
+        "--metrics-port", type=int, help="/metrics, /healthz, /readyz port (default [ingest] metrics_port; 0: off)"
+    )
+    tail.set_defaults(func=_tail)
 
     prod = sub.add_parser("produce", help="produce synthetic events valid for the pipeline's schema")
     prod.add_argument("--config", required=True)
@@ -200,6 +208,15 @@ def _worker(args: argparse.Namespace) -> int:
         except OSError as e:
             raise PortError(args.metrics_port, e, "Choose a free one with --metrics-port N (0 turns it off)") from None
     return run(pipeline, args.worker_id, args.heartbeat_fd)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .ingest.tail import run
+
+    pipeline = config.load(args.config)
+    if pipeline.ingest is None:
+        raise ConfigError("ingest", "section is missing", 'add [ingest] with paths = ["/var/log/app/*.log"]')
+    return run(pipeline, args.metrics_port)
 
 
 def _produce(args: argparse.Namespace) -> int:

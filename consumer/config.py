@@ -6,10 +6,12 @@ pipeline from the environment variable NAME instead, and ``schema.path = "env:NA
 relative paths are then relative to the working directory.
 """
 
+import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,6 +119,29 @@ class DlqSettings:
     max_consecutive: int | None = None  # stop after this many invalid messages in a row (a partition)
 
 
+INGEST_FORMATS = ("jsonl", "regex")
+INGEST_STARTS = ("beginning", "end")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """[ingest]: what ``eventfleet tail`` follows and where it writes (``eventfleet run`` ignores it)."""
+
+    paths: tuple[str, ...]  # globs, absolute (relative ones are relative to the pipeline file)
+    topic: str
+    id: str  # the tailer's name: its transactional.id and the prefix of its position keys
+    format: str = "jsonl"  # one of INGEST_FORMATS
+    pattern: str | None = None  # format "regex": named groups -> fields
+    key: str | None = None  # the field whose value (as UTF-8 text) keys each record
+    start: str = "beginning"  # one of INGEST_STARTS: where files present at the very first start begin
+    positions_topic: str = ""  # compacted; "" -> "<topic>.tail-positions"
+    commit_interval_ms: int = 1000  # one Kafka transaction at most this often
+    rotate_wait_ms: int = 5000  # a file renamed away or deleted stays open this long after its last growth
+    max_line_bytes: int = 512 << 10  # longer lines go to the dead letters (their first max_line_bytes)
+    metrics_port: int = 9401
+    config: Mapping[str, Any] = field(default_factory=dict)  # librdkafka producer settings
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """A validated pipeline: everything a worker needs, nothing left to check later."""
@@ -134,6 +159,7 @@ class Pipeline:
     fleet: FleetSettings = field(default_factory=FleetSettings)
     dlq: DlqSettings = field(default_factory=DlqSettings)
     registry: RegistrySettings | None = None  # values framed by a schema registry; None: schemaless
+    ingest: IngestSettings | None = None  # [ingest]: for eventfleet tail
 
     def event_fields(self) -> tuple[str, ...]:
         """The event fields the worker reads, in the order its decoder returns them: the time
@@ -199,13 +225,111 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
         if sink.registry and registry is None:
             raise ConfigError("sink.registry", "needs [schema] registry (where to register the output schemas)",
                               "add registry = \"URL\" under [schema], or remove sink.registry")  # fmt: skip
-    known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq"}
+    ingest = _ingest(doc["ingest"], base, path, kafka, schema, types) if "ingest" in doc else None
+    known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq", "ingest"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
     return Pipeline(
-        path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq, registry
-    )
+        path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq, registry,
+        ingest,
+    )  # fmt: skip
+
+
+INGEST_KEYS = ("paths", "format", "pattern", "topic", "key", "start", "id", "positions_topic", "commit_interval",
+               "rotate_wait", "max_line_bytes", "metrics_port", "config")  # fmt: skip
+_TAILER_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def _ingest(
+    value: Any, base: Path, path: Path, kafka: KafkaSettings, schema: Mapping[str, Any], types: Mapping[str, str]
+) -> IngestSettings:
+    """[ingest], for ``eventfleet tail``: the files, their format, the topic (docs/ingest.md)."""
+    t = _table({"ingest": value}, "ingest")
+    for name in t:
+        if name not in INGEST_KEYS:
+            raise ConfigError(f"ingest.{name}", "unknown key", f"use {', '.join(INGEST_KEYS)}")
+    paths = t.get("paths")
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise ConfigError("ingest.paths", f"must be a non-empty list of file globs, got {paths!r}",
+                          'write paths = ["/var/log/app/*.log"]')  # fmt: skip
+    globs = tuple(os.path.abspath(p if os.path.isabs(p) else base / p) for p in paths)
+    fmt = _string(t, "ingest.format", "format", default="jsonl")
+    if fmt not in INGEST_FORMATS:
+        raise ConfigError("ingest.format", f"unknown format {fmt!r}", 'use "jsonl" or "regex" (with pattern)')
+    pattern = _ingest_pattern(t, fmt, schema, types)
+    topic = _string(t, "ingest.topic", "topic", default=kafka.topics[0])
+    key = t.get("key")
+    if key is not None:
+        if not isinstance(key, str) or key not in types:
+            raise ConfigError("ingest.key", f"{key!r} is not a field of the schema", f"use one of: {', '.join(types)}")
+        if types[key] == "complex":
+            raise ConfigError("ingest.key", f"field {key!r} is not a plain value", "key by a string, number or enum")
+    start = _string(t, "ingest.start", "start", default="beginning")
+    if start not in INGEST_STARTS:
+        raise ConfigError("ingest.start", f"must be \"beginning\" or \"end\", got {start!r}",
+                          'write start = "beginning" (or "end": new lines only)')  # fmt: skip
+    default_id = f"{socket.gethostname()}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+    tailer = _string(t, "ingest.id", "id", default=default_id)
+    if not _TAILER_ID.match(tailer):
+        raise ConfigError("ingest.id", f"{tailer!r} is not a plain name",
+                          "use letters, digits, '.', '_' and '-' (one stable name per tailer)")  # fmt: skip
+    positions = _string(t, "ingest.positions_topic", "positions_topic", default=f"{topic}.tail-positions")
+    if positions in (topic, *kafka.topics):
+        raise ConfigError("ingest.positions_topic", f"{positions!r} is a topic of events",
+                          "name a topic only the tailers write (the default is <topic>.tail-positions)")  # fmt: skip
+    commit = _duration(t, "ingest.commit_interval", "commit_interval", default="1s")
+    rotate_wait = _duration(t, "ingest.rotate_wait", "rotate_wait", default="5s")
+    if commit <= 0:
+        raise ConfigError("ingest.commit_interval", "must be more than zero", 'write e.g. commit_interval = "1s"')
+    match = _SIZE.match(str(t.get("max_line_bytes", "512KiB")))  # below message.max.bytes (1,000,000 by default)
+    max_line = int(match.group(1)) * _SIZE_UNITS[match.group(2)] if match else 0
+    if max_line < 1:
+        raise ConfigError("ingest.max_line_bytes", f"{t.get('max_line_bytes')!r} is not a size of at least 1 byte",
+                          'write e.g. max_line_bytes = "512KiB"')  # fmt: skip
+    port = t.get("metrics_port", 9401)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError("ingest.metrics_port", f"must be a port number 0-65535, got {port!r}",
+                          "write metrics_port = 9401 (0 disables)")  # fmt: skip
+    extra = t.get("config", {})
+    if not isinstance(extra, Mapping):
+        raise ConfigError("ingest.config", "must be a table of librdkafka producer settings",
+                          'write [ingest.config] then "key" = value lines')  # fmt: skip
+    for name, v in extra.items():
+        if name in MANAGED_PRODUCER_KEYS:
+            fix = MANAGED_PRODUCER_KEYS[name].replace(
+                "every worker process its own", "each tailer its own ([ingest] id)"
+            )
+            raise ConfigError(f"ingest.config.{name}", "is managed by eventfleet", fix)
+        if not isinstance(v, str | int | float | bool):
+            raise ConfigError(f"ingest.config.{name}", f"must be a string, number or boolean, got {v!r}",
+                              "write a scalar value")  # fmt: skip
+    return IngestSettings(globs, topic, tailer, fmt, pattern, key, start, positions, commit, rotate_wait, max_line,
+                          port, dict(extra))  # fmt: skip
+
+
+def _ingest_pattern(t: Mapping[str, Any], fmt: str, schema: Mapping[str, Any], types: Mapping[str, str]) -> str | None:
+    """format = "regex": a pattern whose named groups are schema fields, one for every field
+    that has no default and is not nullable."""
+    if fmt != "regex":
+        if "pattern" in t:
+            raise ConfigError("ingest.pattern", 'is used with format = "regex" only', "remove it, or set the format")
+        return None
+    pattern = _string(t, "ingest.pattern", "pattern")
+    try:
+        groups = set(re.compile(pattern).groupindex)
+    except re.error as e:
+        raise ConfigError("ingest.pattern", f"not a valid regular expression ({e})", "correct the pattern") from None
+    for name in sorted(groups - set(types)):
+        raise ConfigError("ingest.pattern", f"group {name!r} is not a field of the schema",
+                          f"name the groups after fields: {', '.join(types)}")  # fmt: skip
+    for f in schema["fields"]:
+        if f["name"] not in groups and "default" not in f and types[f["name"]] != "nullable":
+            raise ConfigError("ingest.pattern", f"has no group (?P<{f['name']}>...) for the required field "
+                              f"{f['name']!r}", "add the group, or give the field a default in the schema")  # fmt: skip
+    return pattern
 
 
 def _dlq(t: Mapping[str, Any]) -> DlqSettings:

@@ -8,6 +8,7 @@ once: a crash between the acknowledgement and the sink commit sends the same dea
 """
 
 import logging
+from collections import deque
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -15,8 +16,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from . import metrics
-from .config import Pipeline
-from .errors import SinkError
+from .config import DlqSettings, Pipeline
+from .errors import EventfleetError, SinkError
 from .sinks import Reject
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,57 @@ class DeadLetters:
         for r in rejects:
             metrics.DEAD_LETTERS.labels(r.topic, str(r.partition)).inc()
         log.info("%d dead letters acknowledged by %s", len(rejects), ", ".join(sorted(set(self.topics.values()))))
+
+
+class InvalidInputError(EventfleetError):
+    """Too many invalid messages: the worker (or tailer) stops instead of draining its input into the DLQ."""
+
+
+class InvalidCaps:
+    """The [dlq] caps: the share of invalid messages among the last ``ratio_window`` messages,
+    and the invalid messages in a row in one partition (or lines in one file). Checked per batch
+    and per reject, so valid events cost nothing here."""
+
+    def __init__(self, settings: DlqSettings, source: str = "topic") -> None:
+        self.settings = settings
+        self.source = source  # what is drained: "topic", or "files" for the tailer
+        self.batches: deque[tuple[int, int]] = deque()  # (messages, invalid) per recent batch
+        self.seen = self.invalid = 0
+        self.last: dict[str, tuple[int, int]] = {}  # partition or file -> (last invalid offset, streak)
+
+    def rejected(self, topic: str, partition: int, offset: int) -> None:
+        self.rejected_in(f"{topic}[{partition}]", offset, "offset")
+
+    def rejected_in(self, where: str, offset: int, unit: str) -> None:
+        """An invalid message at ``offset`` of ``where`` (a partition, or a file counted in lines)."""
+        cap = self.settings.max_consecutive
+        if cap is None:
+            return
+        last, streak = self.last.get(where, (-2, 0))
+        streak = streak + 1 if offset == last + 1 else 1
+        self.last[where] = (offset, streak)
+        if streak > cap:
+            what = "messages" if unit == "offset" else f"{unit}s"
+            raise InvalidInputError(
+                f"{streak} invalid {what} in a row in {where} up to {unit} {offset}, more than "
+                f"dlq.max_consecutive = {cap}: stopping rather than sending the {self.source} to the dead-letter "
+                "queue. Fix the producer (or the schema), or raise the cap"
+            )
+
+    def check(self, messages: int, invalid: int) -> None:
+        ratio = self.settings.max_invalid_ratio
+        if ratio is None:
+            return
+        self.batches.append((messages, invalid))
+        self.seen += messages
+        self.invalid += invalid
+        while len(self.batches) > 1 and self.seen - self.batches[0][0] >= self.settings.ratio_window:
+            n, bad = self.batches.popleft()
+            self.seen -= n
+            self.invalid -= bad
+        if self.seen >= self.settings.ratio_window and self.invalid > ratio * self.seen:
+            raise InvalidInputError(
+                f"{self.invalid} of the last {self.seen} messages are invalid, more than dlq.max_invalid_ratio = "
+                f"{ratio}: stopping rather than sending the {self.source} to the dead-letter queue. Fix the "
+                "producer (or the schema), or raise the cap"
+            )

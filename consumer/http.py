@@ -21,17 +21,27 @@ class PortError(EventfleetError):
         super().__init__(f"cannot serve /metrics on port {port}: {error.strerror or error}. {fix}")
 
 
-def serve(port: int, healthy: Check, ready: Check, host: str = "0.0.0.0", fix: str = "") -> ThreadingHTTPServer:
-    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR.
-    A port that cannot be bound raises :class:`PortError` with ``fix``."""
+def serve(
+    port: int,
+    healthy: Check,
+    ready: Check,
+    host: str = "0.0.0.0",
+    fix: str = "",
+    registry: CollectorRegistry | None = None,
+) -> ThreadingHTTPServer:
+    """Serve in a daemon thread until ``shutdown()``; metrics come from PROMETHEUS_MULTIPROC_DIR,
+    or from ``registry`` (a single process's own metrics, e.g. ``eventfleet tail``). A port that
+    cannot be bound raises :class:`PortError` with ``fix``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                registry = CollectorRegistry()
-                multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                metrics = registry
+                if metrics is None:
+                    metrics = CollectorRegistry()
+                    multiprocess.MultiProcessCollector(metrics)  # type: ignore[no-untyped-call]
+                self._send(200, generate_latest(metrics), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
                 ok, detail = (healthy if path == "/healthz" else ready)()
                 self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain; charset=utf-8")

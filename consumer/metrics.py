@@ -57,6 +57,19 @@ TRACKED_KEYS = Gauge(
 )
 WORKER_RESTARTS = Counter("eventfleet_worker_restarts_total", "Workers restarted by the supervisor.", ["reason"])
 WATCHDOG_KILLS = Counter("eventfleet_watchdog_kills_total", "Workers killed for not heartbeating.")
+# eventfleet tail (consumer/ingest): lines are counted as produced or rejected when their transaction commits
+TAIL_LINES_READ = Counter("eventfleet_tail_lines_read_total", "Complete lines read from files (empty ones included).")
+TAIL_LINES_PRODUCED = Counter("eventfleet_tail_lines_produced_total", "Lines produced as records, committed.")
+TAIL_LINES_REJECTED = Counter(
+    "eventfleet_tail_lines_rejected_total", "Lines that did not parse or fit the schema, committed to the dead letters."
+)
+TAIL_LINES_EMPTY = Counter("eventfleet_tail_lines_empty_total", "Empty lines skipped.")
+TAIL_BYTES_BEHIND = Gauge(
+    "eventfleet_tail_bytes_behind", "File size minus the position after the last complete line read.", ["file"],
+    multiprocess_mode="livemax",
+)  # fmt: skip
+TAIL_FILES_OPEN = Gauge("eventfleet_tail_files_open", "Files the tailer holds open.", multiprocess_mode="livesum")
+TAIL_TRANSACTIONS = Counter("eventfleet_tail_transactions_total", "Tailer transactions by outcome.", ["outcome"])
 
 
 def mark_process_dead(pid: int) -> None:

@@ -98,6 +98,14 @@ def framed_encoder(
 ) -> Callable[[dict[str, Any]], bytes]:
     """``encode(record) -> bytes`` framed for the registry, after registering ``schema`` under
     ``subject`` (an identical version already there is reused)."""
+    frame = registered_frame(settings, subject, schema)
+    body = make_encoder(schema)
+    return lambda record: frame(body(record))
+
+
+def registered_frame(settings: RegistrySettings, subject: str, schema: dict[str, Any]) -> Callable[[bytes], bytes]:
+    """``frame(body) -> bytes``: an Avro body of ``schema`` behind the registry's header, after
+    registering ``schema`` under ``subject`` (for writers with an encoder of their own)."""
     registry = connect(settings)
     try:
         ref = registry.register(subject, schema)
@@ -105,8 +113,7 @@ def framed_encoder(
         raise EventfleetError(f"{e}; start the registry (eventfleet registry up) or fix [schema] registry") from None
     finally:
         registry.close()
-    body = make_encoder(schema)
-    return lambda record: registry.frame(ref, body(record))
+    return lambda body: registry.frame(ref, body)
 
 
 def produce(

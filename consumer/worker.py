@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import time
-from collections import deque
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -26,9 +25,9 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from . import metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
-from .config import DlqSettings, Pipeline
+from .config import Pipeline
 from .decode import FramedDecoder, Projection, make_projection
-from .dlq import DeadLetters
+from .dlq import DeadLetters, InvalidCaps
 from .errors import EventfleetError, SinkError
 from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
@@ -587,54 +586,6 @@ class RegistryOutage:
 
 class RewindError(EventfleetError):
     """The sink's positions could not be read after partials were discarded: the worker exits."""
-
-
-class InvalidInputError(EventfleetError):
-    """Too many invalid messages: the worker stops instead of draining the topic into the DLQ."""
-
-
-class InvalidCaps:
-    """The [dlq] caps: the share of invalid messages among the last ``ratio_window`` messages,
-    and the invalid messages in a row in one partition. Checked per batch and per reject, so
-    valid events cost nothing here."""
-
-    def __init__(self, settings: DlqSettings) -> None:
-        self.settings = settings
-        self.batches: deque[tuple[int, int]] = deque()  # (messages, invalid) per recent batch
-        self.seen = self.invalid = 0
-        self.last: dict[TopicPartition, tuple[int, int]] = {}  # partition -> (last invalid offset, streak)
-
-    def rejected(self, topic: str, partition: int, offset: int) -> None:
-        cap = self.settings.max_consecutive
-        if cap is None:
-            return
-        last, streak = self.last.get((topic, partition), (-2, 0))
-        streak = streak + 1 if offset == last + 1 else 1
-        self.last[(topic, partition)] = (offset, streak)
-        if streak > cap:
-            raise InvalidInputError(
-                f"{streak} invalid messages in a row in {topic}[{partition}] up to offset {offset}, more than "
-                f"dlq.max_consecutive = {cap}: stopping rather than sending the topic to the dead-letter queue. "
-                "Fix the producer (or the schema), or raise the cap"
-            )
-
-    def check(self, messages: int, invalid: int) -> None:
-        ratio = self.settings.max_invalid_ratio
-        if ratio is None:
-            return
-        self.batches.append((messages, invalid))
-        self.seen += messages
-        self.invalid += invalid
-        while len(self.batches) > 1 and self.seen - self.batches[0][0] >= self.settings.ratio_window:
-            n, bad = self.batches.popleft()
-            self.seen -= n
-            self.invalid -= bad
-        if self.seen >= self.settings.ratio_window and self.invalid > ratio * self.seen:
-            raise InvalidInputError(
-                f"{self.invalid} of the last {self.seen} messages are invalid, more than dlq.max_invalid_ratio = "
-                f"{ratio}: stopping rather than sending the topic to the dead-letter queue. Fix the producer "
-                "(or the schema), or raise the cap"
-            )
 
 
 def _rss_bytes() -> int:

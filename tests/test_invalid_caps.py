@@ -3,7 +3,7 @@
 import pytest
 
 from consumer.config import DlqSettings
-from consumer.worker import InvalidCaps, InvalidInputError
+from consumer.dlq import InvalidCaps, InvalidInputError
 
 
 def test_no_caps_never_stop() -> None:
@@ -34,3 +34,11 @@ def test_ratio_cap_looks_at_the_last_window_of_messages() -> None:
     with pytest.raises(InvalidInputError, match=r"dlq\.max_invalid_ratio = 0\.5"):
         for _ in range(3):
             caps.check(500, 400)
+
+
+def test_consecutive_cap_counts_the_lines_of_a_file() -> None:
+    caps = InvalidCaps(DlqSettings(max_consecutive=2))
+    caps.rejected_in("/var/log/app.log", 7, "line")
+    caps.rejected_in("/var/log/app.log", 8, "line")
+    with pytest.raises(InvalidInputError, match=r"3 invalid lines in a row in /var/log/app\.log up to line 9"):
+        caps.rejected_in("/var/log/app.log", 9, "line")

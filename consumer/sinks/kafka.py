@@ -40,7 +40,7 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
@@ -210,15 +210,18 @@ def group_membership(metadata: Any) -> tuple[int, str] | None:
 # -- the sink --------------------------------------------------------------------------------
 
 
-def producer_settings(pipeline: Pipeline, transactional_id: str) -> dict[str, Any]:
-    """eventfleet's defaults, then [sink.config], then what the transactions depend on."""
+def producer_settings(
+    pipeline: Pipeline, transactional_id: str, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """eventfleet's defaults, then [sink.config] (or ``config``: eventfleet tail's), then what the
+    transactions depend on."""
     settings: dict[str, Any] = {
         **pipeline.kafka.client_settings(),
         "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
         "linger.ms": 5,
         "partitioner": "murmur2_random",  # a key lands where Java clients would put it
     }
-    settings.update(pipeline.sink.config)
+    settings.update(pipeline.sink.config if config is None else config)
     settings.update({"transactional.id": transactional_id, "enable.idempotence": True, "acks": "all"})
     return settings
 
