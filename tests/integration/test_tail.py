@@ -75,14 +75,16 @@ class Tail:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.p.workdir.glob("tail-*.log")))
 
 
-def tail_pipeline(pipeline: Any, logs: Path, ingest: str = "", partitions: int = 2, extra: str = "") -> Pipeline:
+def tail_pipeline(
+    pipeline: Any, logs: Path, ingest: str = "", partitions: int = 2, extra: str = "", schema: str = ""
+) -> Pipeline:
     """A pipeline whose [ingest] follows ``logs``/``app.log*`` (or ``paths`` given in ``ingest``)."""
     lines = [f'id = "t-{os.getpid()}-{random.randrange(10**9)}"', 'commit_interval = "200ms"', 'rotate_wait = "2s"',
              'key = "campaign_id"']  # fmt: skip
     if "paths" not in ingest:
         lines.append(f'paths = ["{logs}/app.log*"]')
     sections = "[ingest]\n" + "\n".join([*lines, ingest]) + "\n" + extra
-    return pipeline(partitions, sections=sections)  # type: ignore[no-any-return]
+    return pipeline(partitions, sections=sections, schema=schema)  # type: ignore[no-any-return]
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:
@@ -588,3 +590,38 @@ def test_a_second_tailer_with_the_same_id_fences_the_first(pipeline: Any, tmp_pa
     assert "fenced this one" in (p.workdir / "tail-0.log").read_text()
     assert_once(wait_for_numbers(p, tail, 50), range(50), tail)
     assert tail.stop() == 0
+
+
+def test_lines_framed_for_a_schema_registry_aggregate_exactly(
+    pipeline: Any, kafka: Kafka, tmp_path: Path, registry_url: str
+) -> None:
+    """With [schema] registry the tailer registers the schema and frames each record: what
+    confluent-kafka's AvroDeserializer reads, and what the workers aggregate exactly."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    p = tail_pipeline(pipeline, logs, schema=f'registry = "{registry_url}"')
+    tail = Tail(p)
+    write(logs / "app.log", b"".join(jline(n) for n in range(3000)))
+    tail.start()
+    deadline = time.monotonic() + 90
+    while len(messages := read_topic(p.bootstrap, p.topic)) < 3000:
+        assert time.monotonic() < deadline, tail.logs()[-3000:]
+        time.sleep(0.2)
+    assert tail.stop() == 0
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url, "timeout": 10}))
+    ctx = SerializationContext(p.topic, MessageField.VALUE)
+    got = sorted((deserialize(m.value(), ctx) for m in messages), key=lambda r: int(r["event_id"][1:]))
+    assert all(m.value()[0] == 0 for m in messages)  # the registry's magic byte, then the schema id
+    assert [r["event_id"] for r in got] == [f"n{n}" for n in range(3000)]
+    assert got[7]["price_micros"] == event(7)["price_micros"]
+    p.start_worker()
+    ends = {q: 0 for q in kafka.ends(p.topic)}
+    for m in messages:
+        ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
+    p.wait_caught_up(ends)
+    assert p.stop_all() == [0]
+    assert_exact(p, ground_truth([(0, event(n)) for n in range(3000)]), ends)
