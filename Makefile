@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK_VENV := .venv-lock
 
-.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-report lock kafka-up kafka-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-tail bench-report lock kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test: install tools tools-terraform ## lint, type-check, then every test (starts
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
+
+bench-tail: install ## the tail benchmark: eventfleet tail, a naive loop and rsyslog on 2M JSON lines (installs rsyslog with apt-get)
+	$(BIN)/python bench/tail.py --lines 2000000
 
 bench-report: install ## rewrite docs/performance.md's tables from the newest bench/results/*.json
 	$(BIN)/python bench/report.py --write docs/performance.md
