@@ -66,9 +66,15 @@ def render_error(values: str | None = None, *sets: str) -> str:
     return result.stderr
 
 
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+def one(docs: list[dict[str, Any]], kind: str, component: str | None = None) -> dict[str, Any]:
+    """The one resource of a kind: the fleet's, or a component's ("tail": the tailer's, labelled
+    app.kubernetes.io/component)."""
+    found = [
+        d
+        for d in docs
+        if d["kind"] == kind and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]
+    assert len(found) == 1, f"expected one {kind}{f' of {component}' if component else ''}, found {len(found)}"
     return found[0]
 
 
