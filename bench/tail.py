@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument(
         "--tail-cmd",
         default=f"{shlex.quote(sys.executable)} -m consumer tail",
-        help="the eventfleet tail command, run in the repository (e.g. another checkout's python -m consumer tail)",
+        help="the eventfleet tail command (e.g. another checkout's: /path/.venv/bin/python -m consumer tail)",
     )
     args = ap.parse_args()
     only = [c for c in args.only.split(",") if c]
@@ -123,6 +123,7 @@ def main() -> int:
                 "repeat": args.repeat,
                 "file": "half written before the start, half appended in 64 KiB writes while the contender reads",
                 "machine": {**machine(), "rsyslog": rsyslog_version() if "rsyslog" in only else None},
+                "tail_cmd": args.tail_cmd if "eventfleet" in only else None,
                 "summary": summary,
                 "ratios": ratios(summary),
                 "contenders": runs,
@@ -194,7 +195,8 @@ def run_contender(
     log = work / "contender.log"
     with open(log, "wb") as stderr:  # the child keeps its own copy of the descriptor
         started = time.time()
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=stderr, stderr=stderr)
+        # not in the repository: `python -m consumer` of another checkout (--tail-cmd) would import this one's
+        proc = subprocess.Popen(argv, cwd=work, stdout=stderr, stderr=stderr)
     writer.start()
     try:
         writer.wait()
