@@ -3,15 +3,26 @@
 Each run gets its own topic, group and SQLite file under ``.eventfleet/demo/`` (named by the
 run), so a demo never mixes with an earlier one and its pipeline file can be reused with
 ``eventfleet results --config``.
+
+``--from-files``: the events do not come from ``eventfleet produce`` but from a log file. A writer
+process appends them as JSON lines (writes that end mid-line) and rotates the file by rename a few
+times, ``eventfleet tail`` follows it into the topic (the glob names only the live file: the
+renamed ones are followed by their identity), and the workers aggregate the topic meanwhile.
 """
 
+import base64
+import json
+import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
@@ -23,16 +34,28 @@ from tqdm import tqdm
 from . import config, devkafka
 from .cli import write_rows
 from .errors import EventfleetError
+from .produce import events as generate_events
 from .produce import produce
 from .sinks import open_sink
 
 DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
+LOG_GENERATIONS = 5  # --from-files: the log is renamed away 4 times (app.log.1 .. app.log.4) while tailed
+WRITE_LINES = 1000  # --from-files: lines per write batch; each batch is written in two cut mid-line
 
 
-def demo(config_path: Path, count: int, partitions: int, workers: int, port: int, registry: str | None = None) -> int:
+def demo(
+    config_path: Path,
+    count: int,
+    partitions: int,
+    workers: int,
+    port: int,
+    registry: str | None = None,
+    from_files: bool = False,
+) -> int:
     """``registry``: frame the values for this schema registry URL ("local": a local registry on
-    127.0.0.1:8081, started if none answers there)."""
+    127.0.0.1:8081, started if none answers there). ``from_files``: the events reach the topic as
+    lines of a rotated log file, through ``eventfleet tail``."""
     bootstrap = f"127.0.0.1:{port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
         print(f"starting a local Kafka {devkafka.KAFKA_VERSION} on {bootstrap} (first time: Maven fetches the jars)")
@@ -40,15 +63,19 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     if registry == "local":
         registry = _local_registry()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry)
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry, from_files)
     pipeline = config.load(pipeline_file)
     topic = pipeline.kafka.topics[0]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     print(f"topic {topic} with {partitions} partitions; pipeline {pipeline_file}")
 
-    summary = produce(pipeline, count, seed=42)
-    print(f"produced {count:,} events in {summary.seconds:.1f} s")
+    tail = None
+    if from_files:  # the workers start meanwhile: they aggregate what the tailer commits
+        tail = _start_tail(pipeline_file, run_id, count)
+    else:
+        summary = produce(pipeline, count, seed=42)
+        print(f"produced {count:,} events in {summary.seconds:.1f} s")
 
     log_path = pipeline_file.with_name(f"{run_id}-fleet.log")
     started = time.monotonic()
@@ -60,10 +87,14 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
             stderr=log,
         )  # fmt: skip
     try:
+        if tail is not None:
+            tail.finish(count, fleet)
         _wait_caught_up(pipeline, topic, [fleet])
         elapsed = time.monotonic() - started
         done_at = time.time()
     finally:
+        if tail is not None:
+            tail.stop()
         if fleet.poll() is None:
             fleet.send_signal(signal.SIGTERM)
         code = fleet.wait(120)
@@ -87,7 +118,12 @@ def demo(config_path: Path, count: int, partitions: int, workers: int, port: int
     )
     firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
     busy = done_at - min(firsts) if firsts else elapsed
+    if tail is not None:
+        tail.report(count)
     who = f"{workers} worker" + ("s" if workers != 1 else "")
+    if tail is not None:  # the workers waited for the tailer: their events/s would say how fast it was
+        print(f"{who}: every result durable {elapsed:.1f} s after they started; fleet log: {log_path}")
+        return 0
     print(
         f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
@@ -113,9 +149,12 @@ def _local_registry() -> str:
     return local.url
 
 
-def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str | None = None) -> Path:
+def _demo_pipeline(
+    config_path: Path, bootstrap: str, run_id: str, registry: str | None = None, from_files: bool = False
+) -> Path:
     """Copy the pipeline with this run's topic, group, broker and sink file (or table), and the
-    schema registry the values are framed for."""
+    schema registry the values are framed for; with ``from_files``, an [ingest] section that tails
+    this run's log file into the topic."""
     config.load(config_path)  # fail early, with the key and the fix
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
@@ -130,6 +169,17 @@ def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str
     else:
         doc["sink"]["path"] = f"{run_id}.db"
     doc.setdefault("flush", {})["interval"] = "1s"
+    if from_files:
+        log_dir = (DEMO_DIR / f"{run_id}-logs").resolve()
+        group_by = doc.get("aggregate", {}).get("group_by") or []
+        doc["ingest"] = {
+            "paths": [str(log_dir / "app.log")],  # the live file only: rotated ones are known by identity
+            "format": "jsonl",
+            "start": "beginning",
+            "id": f"demo-{run_id}",
+            "commit_interval": "500ms",
+            **({"key": group_by[0]} if group_by else {}),
+        }
     path = DEMO_DIR / f"{run_id}.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
@@ -160,3 +210,155 @@ def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subproces
     finally:
         sink.close()
     raise EventfleetError(f"not caught up within {CATCH_UP_TIMEOUT_S:.0f} s")
+
+
+# -- --from-files: the writer process and the tailer -------------------------------------------
+
+
+def write_log(pipeline_file: str, log: str, count: int, generations: int, metrics_url: str) -> None:
+    """The writer process: ``count`` events of the pipeline's schema as JSON lines appended to
+    ``log``, each batch in two writes cut mid-line; renamed away ``generations - 1`` times as
+    logrotate does (app.log -> app.log.1, app.log.1 -> app.log.2, ...). Before each rename it waits
+    until the tailer has read a line of the live file: a file renamed before the tailer ever saw it
+    would be, for a glob naming only the live file, a file it never knew."""
+    pipeline = config.load(pipeline_file)
+    path = Path(log)
+    source = generate_events(pipeline, seed=42, start_ms=int(time.time() * 1000), events_per_s=2000)
+    per_generation = -(-count // generations)
+    written = 0
+    for generation in range(generations):
+        lines = min(per_generation, count - written)
+        with open(path, "ab", buffering=0) as f:
+            for start in range(0, lines, WRITE_LINES):
+                batch = "".join(_json_line(next(source)) for _ in range(min(WRITE_LINES, lines - start))).encode()
+                cut = len(batch) - 17  # the last line's end waits for the next write
+                f.write(batch[:cut])
+                f.write(batch[cut:])
+        written += lines
+        if generation < generations - 1 and written < count:
+            _wait_metric(metrics_url, "eventfleet_tail_lines_read_total", written - lines + 1)
+            for k in range(generation, 0, -1):
+                path.with_name(f"{path.name}.{k}").rename(path.with_name(f"{path.name}.{k + 1}"))
+            path.rename(path.with_name(f"{path.name}.1"))
+
+
+def _json_line(record: dict[str, object]) -> str:
+    # bytes as base64 text, as eventfleet tail reads them
+    return json.dumps(record, separators=(",", ":"), default=lambda b: base64.b64encode(b).decode()) + "\n"
+
+
+def _metric(url: str, name: str) -> float | None:
+    """One unlabelled sample of the tailer's /metrics (None while it does not answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found = re.search(rf"^{name} (\S+)$", text, flags=re.M)
+    return float(found[1]) if found else 0.0
+
+
+def _wait_metric(url: str, name: str, at_least: float, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = _metric(url, name)
+        if value is not None and value >= at_least:
+            return
+        time.sleep(0.1)
+    raise EventfleetError(f"{name} did not reach {at_least:,.0f} within {timeout_s:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class _TailRun:
+    """The writer process and ``eventfleet tail`` of a --from-files demo."""
+
+    tailer: subprocess.Popen[bytes]
+    writer: multiprocessing.process.BaseProcess
+    metrics: str
+    log_dir: Path
+    tail_log: Path
+    started: float
+    done: float = 0.0
+
+    def finish(self, count: int, fleet: subprocess.Popen[bytes]) -> None:
+        """Until the writer is done and every line is committed; then SIGTERM to the tailer."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        with tqdm(total=count, unit="line", unit_scale=True, desc="tail", file=sys.stderr) as bar:
+            while time.monotonic() < deadline:
+                for proc, what in ((self.tailer, "eventfleet tail"), (fleet, "the fleet")):
+                    if proc.poll() is not None:
+                        raise EventfleetError(f"{what} exited with {proc.returncode}; see {self.tail_log}")
+                if self.writer.exitcode not in (None, 0):
+                    raise EventfleetError(f"the log writer failed with {self.writer.exitcode}")
+                produced = _metric(self.metrics, "eventfleet_tail_lines_produced_total") or 0.0
+                rejected = _metric(self.metrics, "eventfleet_tail_lines_rejected_total") or 0.0
+                bar.update(int(produced + rejected) - bar.n)
+                if produced + rejected >= count:
+                    self.done = time.monotonic()
+                    break
+                time.sleep(0.1)
+            else:
+                raise EventfleetError(f"eventfleet tail did not commit {count:,} lines in time; see {self.tail_log}")
+        self.writer.join(60)
+        self.tailer.send_signal(signal.SIGTERM)  # commit what was read, exit 0
+        if self.tailer.wait(60) != 0:
+            raise EventfleetError(f"eventfleet tail exited with {self.tailer.returncode}; see {self.tail_log}")
+
+    def stop(self) -> None:
+        if self.writer.is_alive():
+            self.writer.terminate()
+        if self.tailer.poll() is None:
+            self.tailer.send_signal(signal.SIGTERM)
+            self.tailer.wait(60)
+
+    def report(self, count: int) -> None:
+        files = sorted(p.name for p in self.log_dir.iterdir())
+        seconds = self.done - self.started
+        print(
+            f"eventfleet tail: {count:,} lines of {', '.join(files)} (renamed {len(files) - 1} times while read) "
+            f"committed in {seconds:.1f} s, {count / seconds:,.0f} lines/s; tail log: {self.tail_log}"
+        )
+
+
+def _start_tail(pipeline_file: Path, run_id: str, count: int) -> _TailRun:
+    """``eventfleet tail`` on the run's log folder, then the writer process once the tailer is ready."""
+    doc = tomllib.loads(pipeline_file.read_text())
+    log = Path(doc["ingest"]["paths"][0])  # as _demo_pipeline wrote it
+    log.parent.mkdir(parents=True)
+    port = _free_port()
+    tail_log = pipeline_file.with_name(f"{run_id}-tail.log")
+    with open(tail_log, "wb") as out:  # the tailer keeps its own copy of the descriptor
+        tailer = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "tail", "--config", str(pipeline_file), "--metrics-port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+    ready = f"http://127.0.0.1:{port}/readyz"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(ready, timeout=5):
+                break
+        except OSError:
+            if tailer.poll() is not None or time.monotonic() > deadline:
+                tailer.kill()
+                raise EventfleetError(f"eventfleet tail did not become ready; see {tail_log}") from None
+            time.sleep(0.1)
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    writer = multiprocessing.get_context("spawn").Process(
+        target=write_log,
+        args=(str(pipeline_file), str(log), count, LOG_GENERATIONS, metrics),
+        name="eventfleet-demo-writer",
+    )
+    started = time.monotonic()
+    writer.start()
+    print(f"writing {count:,} JSON lines to {log}, renamed away {LOG_GENERATIONS - 1} times; eventfleet tail "
+          f"follows it into {doc['kafka']['topics'][0]}")  # fmt: skip
+    return _TailRun(tailer, writer, metrics, log.parent, tail_log, started)
