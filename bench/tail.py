@@ -19,7 +19,7 @@ Contenders, each on a topic of its own (one partition) of the local broker:
 Measured per contender: lines/s from its start to the moment the last line became readable in
 the topic (for read_committed consumers: eventfleet's lines count once committed), CPU seconds
 per million lines (user+sys of the contender's processes, from wait4 after SIGTERM: start-up and
-the idle follow included), peak RSS. Each is checked for
+the idle follow included), peak RSS (VmHWM). Each is checked for
 lost and duplicated lines: the topic is read back with read_committed, every value decoded (Avro,
 or JSON for rsyslog) and its line number counted. Results go to bench/results/tail-<time>.json.
 """
@@ -206,6 +206,7 @@ def run_contender(
         proc.wait()
         print(f"--- {name} (last lines of its log)\n" + "\n".join(log.read_text().splitlines()[-10:]), file=sys.stderr)
         raise
+    peak_rss_mb = vm_hwm_mb(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -218,10 +219,18 @@ def run_contender(
         "seconds": done_at - started,
         "cpu_s": cpu,
         "cpu_s_per_m": cpu / lines * 1e6,
-        "rss_mb": usage.ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb,
         "exit_code": code,
         **{k: check[k] for k in ("records", "lost", "duplicated", "undecodable")},
     }
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """The process's peak RSS (VmHWM), which exec resets: wait4's ru_maxrss would count the
+    harness's memory that the child had between fork and exec."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, flags=re.M)
+    return int(found[1]) / 1024 if found else float("nan")
 
 
 Setup = Callable[[Path, Path, str, str, str], tuple[list[str], Callable[[bytes], int]]]
