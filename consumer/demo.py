@@ -89,7 +89,9 @@ def demo(
     try:
         if tail is not None:
             tail.finish(count, fleet)
-        _wait_caught_up(pipeline, topic, [fleet])
+            _wait_counted(pipeline, count, partitions, [fleet])
+        else:
+            _wait_caught_up(pipeline, topic, [fleet])
         elapsed = time.monotonic() - started
         done_at = time.time()
     finally:
@@ -183,6 +185,35 @@ def _demo_pipeline(
     path = DEMO_DIR / f"{run_id}.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
+
+
+def _wait_counted(pipeline: config.Pipeline, count: int, partitions: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Block until the sink has counted ``count`` events (in a window, late or undecodable). A
+    topic written in transactions ends with commit markers that no worker position reaches: the
+    count, not the end offsets, says when every line is in."""
+    counts = [m.name for m in pipeline.aggregate.metrics if m.kind == "count"]
+    if not counts:
+        raise EventfleetError('--from-files counts the lines with a "count" metric: add events = "count" to '
+                              "[aggregate.metrics]")  # fmt: skip
+    topic = pipeline.kafka.topics[0]
+    sink = open_sink(pipeline)
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    try:
+        with tqdm(total=count, unit="ev", unit_scale=True, desc="aggregate", file=sys.stderr) as bar:
+            while time.monotonic() < deadline:
+                columns, rows = sink.results()
+                counted = sum(row[columns.index(counts[0])] for row in rows)
+                stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
+                done = counted + sum(p.late_events + p.invalid_events for p in stored.values())
+                bar.update(done - bar.n)
+                if done >= count:
+                    return
+                if any(p.poll() is not None for p in procs):
+                    raise EventfleetError("a worker exited before the lines were counted; see its log")
+                time.sleep(0.2)
+    finally:
+        sink.close()
+    raise EventfleetError(f"not counted within {CATCH_UP_TIMEOUT_S:.0f} s")
 
 
 def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subprocess.Popen[bytes]]) -> None:
