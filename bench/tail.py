@@ -221,7 +221,7 @@ def run_contender(
         "cpu_s_per_m": cpu / lines * 1e6,
         "rss_mb": peak_rss_mb,
         "exit_code": code,
-        **{k: check[k] for k in ("records", "lost", "duplicated", "undecodable")},
+        **{k: check[k] for k in ("records", "lost", "lost_lines", "duplicated", "undecodable")},
     }
 
 
@@ -391,6 +391,7 @@ def read_back(bootstrap: str, topic: str, lines: int, decode: Callable[[bytes], 
     return {
         "records": records,
         "lost": lines - sum(seen),
+        "lost_lines": [n for n, got in enumerate(seen) if not got][:10],  # the first ones, to say which
         "duplicated": duplicated,
         "undecodable": undecodable,
     }
