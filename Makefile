@@ -47,8 +47,9 @@ bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M e
 bench-tail: install ## the tail benchmark: eventfleet tail, a naive loop and rsyslog on 2M JSON lines (installs rsyslog with apt-get)
 	$(BIN)/python bench/tail.py --lines 2000000
 
-bench-report: install ## rewrite docs/performance.md's tables from the newest bench/results/*.json
+bench-report: install ## rewrite the tables of docs/performance.md and docs/ingest-deployment.md from the newest bench/results/*.json
 	$(BIN)/python bench/report.py --write docs/performance.md
+	$(BIN)/python bench/report.py --write docs/ingest-deployment.md
 
 tools-terraform: ## build terraform (Go module proxy) and checkov (PyPI) into .cache/tools, once
 	scripts/tools-terraform.sh
