@@ -118,14 +118,13 @@ def demo(
         f"\n{count:,} events: {counted if counted is not None else '?':,} aggregated, {late:,} late "
         f"(window closed, counted), {invalid:,} undecodable"
     )
-    firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
-    busy = done_at - min(firsts) if firsts else elapsed
-    if tail is not None:
-        tail.report(count)
     who = f"{workers} worker" + ("s" if workers != 1 else "")
     if tail is not None:  # the workers waited for the tailer: their events/s would say how fast it was
+        tail.report(count)
         print(f"{who}: every result durable {elapsed:.1f} s after they started; fleet log: {log_path}")
         return 0
+    firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
+    busy = done_at - min(firsts) if firsts else elapsed
     print(
         f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
@@ -325,7 +324,8 @@ class _TailRun:
             while time.monotonic() < deadline:
                 for proc, what in ((self.tailer, "eventfleet tail"), (fleet, "the fleet")):
                     if proc.poll() is not None:
-                        raise EventfleetError(f"{what} exited with {proc.returncode}; see {self.tail_log}")
+                        where = self.tail_log.parent
+                        raise EventfleetError(f"{what} exited with {proc.returncode}; see its log in {where}")
                 if self.writer.exitcode not in (None, 0):
                     raise EventfleetError(f"the log writer failed with {self.writer.exitcode}")
                 produced = _metric(self.metrics, "eventfleet_tail_lines_produced_total") or 0.0
