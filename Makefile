@@ -4,10 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK_VENV := .venv-lock
 
-.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-tail bench-report lock kafka-up kafka-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-tail bench-report lock kafka-up kafka-down registry-up registry-down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 # constraints.txt pins every package to the versions that passed (make lock rewrites it)
 $(BIN)/eventfleet: pyproject.toml constraints.txt
@@ -35,7 +35,7 @@ tools: ## build helm into .cache/tools/bin (go install; skipped when already bui
 demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
 	$(BIN)/eventfleet demo
 
-test: install tools tools-terraform ## lint, type-check, then every test (starts its own Kafka on 127.0.0.1:19092)
+test: install tools tools-terraform ## lint, type-check, then every test (own Kafka on :19092, registry on :18081)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy
@@ -63,5 +63,11 @@ kafka-up: install ## start the local Kafka on 127.0.0.1:9092
 kafka-down: install ## stop the local Kafka
 	$(BIN)/eventfleet kafka down
 
-clean: ## remove the virtualenv, demo data and caches (not the cached Kafka jars)
+registry-up: install ## start the local schema registry (Apicurio) on 127.0.0.1:8081
+	$(BIN)/eventfleet registry up
+
+registry-down: install ## stop the local schema registry
+	$(BIN)/eventfleet registry down
+
+clean: ## remove the virtualenv, demo data and caches (not the cached Kafka jars and registry)
 	rm -rf $(VENV) $(LOCK_VENV) .eventfleet .mypy_cache .ruff_cache .pytest_cache

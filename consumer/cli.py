@@ -1,4 +1,4 @@
-"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, demo, check-config."""
+"""The ``eventfleet`` command: run, produce, results, replay, kafka, postgres, registry, demo, check-config."""
 
 import argparse
 import csv
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, devkafka, devpostgres
+from . import __version__, config, devkafka, devpostgres, devregistry
 from .decode import load_schema
 from .errors import ConfigError, EventfleetError
 from .registry import RegistryUnavailable, UnknownSchema, connect, header_size
@@ -63,6 +63,8 @@ def _setup_logging(fmt: str, level: int, worker_id: int | None) -> None:
 
     handler.addFilter(tag)
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for chatty in ("httpx", "httpcore", "botocore", "boto3", "urllib3"):  # a line per request: debug only
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     pg.add_argument("--port", type=int, default=devpostgres.DEFAULT_PORT, help="server port")
     pg.add_argument("--dir", type=Path, help="cluster folder (default: .eventfleet/postgres-PORT)")
     pg.set_defaults(func=_postgres)
+
+    reg = sub.add_parser("registry", help="a local schema registry (Apicurio, Confluent-compatible API)")
+    reg.add_argument("action", choices=("up", "down", "status"))
+    reg.add_argument("--port", type=int, default=devregistry.DEFAULT_PORT, help="API port")
+    reg.add_argument("--management-port", type=int, default=0, help="health checks' port (default: port+1000)")
+    reg.add_argument("--dir", type=Path, help="registry folder (default: .eventfleet/registry-PORT)")
+    reg.set_defaults(func=_registry)
 
     demo = sub.add_parser("demo", help="local Kafka, generated events, workers, results, events/s")
     demo.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
@@ -342,6 +351,26 @@ def _postgres(args: argparse.Namespace) -> int:
     else:
         up = server.running()
         print(f"{server.dsn}: {'running' if up else 'not running'} (folder {server.home})")
+        return 0 if up else 1
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    registry = devregistry.Registry(args.dir or devregistry.default_home(args.port), args.port, args.management_port)
+    if args.action == "up":
+        state = "is up" if registry.up() else "was already running"
+        where = f"(pid {registry.pid()}, folder {registry.home})"
+        print(f"Apicurio Registry {devregistry.APICURIO_VERSION} {state} at {registry.url} {where}")
+    elif args.action == "down":
+        print("stopped" if registry.down() else f"no registry of ours is running in {registry.home}")
+    else:
+        pid, up = registry.pid(), registry.answers()
+        if pid is not None:
+            print(f"{'running' if up else 'starting'}: {registry.url} (pid {pid}, folder {registry.home})")
+        elif up:
+            print(f"running: {registry.url} answers, but not a registry of ours (none runs in {registry.home})")
+        else:
+            print(f"stopped: nothing answers at {registry.url} (folder {registry.home})")
         return 0 if up else 1
     return 0
 

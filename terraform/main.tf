@@ -193,7 +193,8 @@ locals {
     aws_ssm_parameter.schema[*].arn,
     [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:ssm:", arn))],
   )
-  secretsmanager_arns = [for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:secretsmanager:", arn))]
+  registry_secret_arns = var.schema_registry_secret_arn == null ? [] : [var.schema_registry_secret_arn]
+  secretsmanager_arns  = concat([for arn in values(var.secrets) : arn if can(regex("^arn:aws[a-z-]*:secretsmanager:", arn))], local.registry_secret_arns)
 }
 
 data "aws_iam_policy_document" "execution" {
@@ -277,6 +278,45 @@ resource "aws_iam_role_policy" "task_msk" {
   name   = "msk-iam"
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.msk[0].json
+}
+
+# AWS Glue Schema Registry ([schema] registry = "glue"). A worker fetches each writer schema by its
+# schema version UUID, and GetSchemaVersion by SchemaVersionId cannot be scoped: the request names
+# no registry or schema, and Glue authorizes it only against "*" (AWS's Glue documentation, "IAM
+# examples for deserializers"). Creating schemas and versions (register) is scoped to the registry.
+locals {
+  glue_registry_name = var.glue_schema_registry != null ? var.glue_schema_registry.registry_name : null
+  glue_register      = var.glue_schema_registry != null ? var.glue_schema_registry.register : false
+  glue_registry_arn  = local.glue_registry_name != null ? "arn:${local.partition}:glue:${local.region}:${local.account_id}:registry/${local.glue_registry_name}" : null
+  glue_schemas_arn   = local.glue_registry_name != null ? "arn:${local.partition}:glue:${local.region}:${local.account_id}:schema/${local.glue_registry_name}/*" : null
+}
+
+data "aws_iam_policy_document" "glue" {
+  count = var.glue_schema_registry != null ? 1 : 0
+
+  #checkov:skip=CKV_AWS_356:glue:GetSchemaVersion by SchemaVersionId names no registry or schema, so Glue authorizes it only on "*" (AWS's IAM example for deserializers); it reads schema definitions, nothing else.
+  statement {
+    sid       = "ReadWriterSchemasByVersionId"
+    actions   = ["glue:GetSchemaVersion"]
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.glue_register ? [1] : []
+    content {
+      sid       = "RegisterSchemasInTheRegistry"
+      actions   = ["glue:GetSchemaByDefinition", "glue:CreateSchema", "glue:RegisterSchemaVersion"]
+      resources = [local.glue_registry_arn, local.glue_schemas_arn]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_glue" {
+  count = var.glue_schema_registry != null ? 1 : 0
+
+  name   = "glue-schema-registry"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.glue[0].json
 }
 
 ################################################################################
@@ -524,9 +564,16 @@ resource "aws_ecs_cluster" "this" {
 }
 
 locals {
+  # The schema registry: its URL, and its credentials as single JSON keys of the secret (ECS
+  # reads one key of a Secrets Manager secret with valueFrom "ARN:KEY::").
+  registry_secret_keys = { basic = { EVENTFLEET_REGISTRY_USERNAME = "username", EVENTFLEET_REGISTRY_PASSWORD = "password" }, bearer = { EVENTFLEET_REGISTRY_TOKEN = "token" } }
+  registry_environment = var.schema_registry_url == null ? {} : { EVENTFLEET_REGISTRY_URL = var.schema_registry_url }
+  registry_secrets     = var.schema_registry_secret_arn == null ? {} : { for name, key in local.registry_secret_keys[var.schema_registry_auth] : name => "${var.schema_registry_secret_arn}:${key}::" }
+
   # What the task knows of its cluster; the pipeline file refers to it as ${EVENTFLEET_BOOTSTRAP_SERVERS}.
   environment = merge(
     var.environment,
+    local.registry_environment,
     { AWS_REGION = local.region },
     local.bootstrap_servers != null ? { EVENTFLEET_BOOTSTRAP_SERVERS = local.bootstrap_servers } : {},
     var.config_delivery == "environment" ? { EVENTFLEET_PIPELINE = var.pipeline_toml } : {},
@@ -534,6 +581,7 @@ locals {
   )
   secrets = merge(
     var.secrets,
+    local.registry_secrets,
     var.config_delivery == "ssm" ? { EVENTFLEET_PIPELINE = aws_ssm_parameter.pipeline[0].arn } : {},
     var.config_delivery == "ssm" && var.schema_avsc != null ? { EVENTFLEET_SCHEMA = aws_ssm_parameter.schema[0].arn } : {},
   )
@@ -635,6 +683,14 @@ resource "aws_ecs_task_definition" "this" {
     precondition {
       condition     = var.create_msk_cluster || var.bootstrap_servers != null || !strcontains(var.pipeline_toml, "EVENTFLEET_BOOTSTRAP_SERVERS")
       error_message = "pipeline_toml reads $${EVENTFLEET_BOOTSTRAP_SERVERS}: set bootstrap_servers, or create_msk_cluster = true."
+    }
+    precondition {
+      condition     = var.schema_registry_secret_arn == null || var.schema_registry_url != null
+      error_message = "schema_registry_secret_arn holds credentials for a registry: set schema_registry_url too."
+    }
+    precondition {
+      condition     = var.schema_registry_url != null || contains(keys(var.environment), "EVENTFLEET_REGISTRY_URL") || !strcontains(var.pipeline_toml, "EVENTFLEET_REGISTRY_URL")
+      error_message = "pipeline_toml reads $${EVENTFLEET_REGISTRY_URL}: set schema_registry_url."
     }
   }
 }

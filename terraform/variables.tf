@@ -228,6 +228,39 @@ variable "metrics_ingress_security_group_ids" {
   default     = []
 }
 
+variable "schema_registry_url" {
+  description = "Confluent-compatible URL of the schema registry the topic's values are framed for, set in the task as EVENTFLEET_REGISTRY_URL: the pipeline reads it with [schema] registry = \"$${EVENTFLEET_REGISTRY_URL}\". Null: no registry (schemaless values)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.schema_registry_url == null || can(regex("^https?://[^/\\s]+", coalesce(var.schema_registry_url, "-")))
+    error_message = "schema_registry_url must be an http(s) URL, e.g. https://psrc-12345.eu-west-1.aws.confluent.cloud."
+  }
+}
+
+variable "schema_registry_secret_arn" {
+  description = "ARN of a Secrets Manager secret with the registry's credentials as JSON: keys username and password (schema_registry_auth = \"basic\") or token (\"bearer\"), injected as EVENTFLEET_REGISTRY_USERNAME and EVENTFLEET_REGISTRY_PASSWORD, or EVENTFLEET_REGISTRY_TOKEN, for [schema] username = \"$${EVENTFLEET_REGISTRY_USERNAME}\" and so on. The execution role may read it (with the AWS managed key or kms_key_arn's). Null: no credentials."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.schema_registry_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+", coalesce(var.schema_registry_secret_arn, "-")))
+    error_message = "schema_registry_secret_arn must be the ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-xxxxxx)."
+  }
+}
+
+variable "schema_registry_auth" {
+  description = "Which credentials schema_registry_secret_arn holds: \"basic\" (JSON keys username and password) or \"bearer\" (JSON key token)."
+  type        = string
+  default     = "basic"
+
+  validation {
+    condition     = contains(["basic", "bearer"], var.schema_registry_auth)
+    error_message = "schema_registry_auth must be \"basic\" or \"bearer\"."
+  }
+}
+
 ################################################################################
 # Kafka
 ################################################################################
@@ -388,6 +421,24 @@ variable "msk_client_security_group_ids" {
   description = "Other security groups (producers, tools) allowed to the created cluster's IAM listener (9098)."
   type        = list(string)
   default     = []
+}
+
+################################################################################
+# AWS Glue Schema Registry ([schema] registry = "glue")
+################################################################################
+
+variable "glue_schema_registry" {
+  description = "The AWS Glue Schema Registry the pipeline reads writer schemas from ([schema] registry = \"glue\"): the task role may then call glue:GetSchemaVersion. registry_name is the pipeline's [schema] registry_name; register = true also lets the fleet create schemas and versions in that registry (glue:GetSchemaByDefinition, CreateSchema, RegisterSchemaVersion), for a sink that registers its output schemas. Null: no Glue access."
+  type = object({
+    registry_name = optional(string, "default-registry")
+    register      = optional(bool, false)
+  })
+  default = null
+
+  validation {
+    condition     = var.glue_schema_registry == null || can(regex("^[A-Za-z0-9_$#.-]{1,255}$", var.glue_schema_registry.registry_name))
+    error_message = "glue_schema_registry.registry_name must be a Glue registry name: 1 to 255 letters, digits, '-', '_', '$', '#' or '.'."
+  }
 }
 
 ################################################################################

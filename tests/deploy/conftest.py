@@ -116,10 +116,10 @@ def load_as_in_container(
         target.write_text(text, encoding="utf-8")
     for d in writable_dirs:
         (tmp_path / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    for section in ("schema", "sink"):
-        path = doc.get(section, {}).get("path")
+    for section, key in (("schema", "path"), ("sink", "path"), ("schema", "ca_file")):
+        path = doc.get(section, {}).get(key)
         if isinstance(path, str) and path.startswith("/"):
-            doc[section]["path"] = str(tmp_path / path.lstrip("/"))
+            doc[section][key] = str(tmp_path / path.lstrip("/"))
     source = tmp_path / "etc" / "eventfleet" / "pipeline.toml"
     try:
         return config.parse(doc, source)
@@ -127,6 +127,18 @@ def load_as_in_container(
         if e.key == "ingest" and "unknown section" in str(e):
             pytest.skip("this build's loader has no [ingest] yet (eventfleet tail, #14)")
         raise
+
+
+def secret_files(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The files the pod's Secret volumes put in the container (path -> a stand-in text)."""
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for mount in container(docs).get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        for item in (secret or {}).get("items", []):
+            out[f"{mount['mountPath']}/{item['path']}"] = f"stand-in for {secret['secretName']}/{item['key']}"
+    return out
 
 
 def rendered_pipeline(docs: list[dict[str, Any]]) -> tuple[str, str]:

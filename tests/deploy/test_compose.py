@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from consumer import cli
+from consumer import cli, devregistry
 from consumer.window import parse_duration_ms
 
 from .conftest import ROOT, load_as_in_container
@@ -56,7 +56,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 def test_services_and_pinned_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "topic", "generator", "app", "tail", "fleet", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "topic", "registry", "generator", "app", "tail", "fleet", "prometheus", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:"), "the official Apache Kafka image"
     for name, service in services.items():
         image = service["image"]
@@ -236,3 +236,11 @@ def test_the_app_writes_schema_valid_lines_with_partial_writes_and_rotates(
         numbers.append(int(event["event_id"].removeprefix("app-")))
     assert len(rotated.splitlines()) == 1_000
     assert numbers[0] % 1_000 == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
+def test_the_registry_is_the_one_eventfleet_registry_runs(compose: dict[str, Any]) -> None:
+    registry = compose["services"]["registry"]
+    assert registry["image"] == f"apicurio/apicurio-registry:{devregistry.APICURIO_VERSION}", "Apicurio's image"
+    port = registry["environment"]["QUARKUS_HTTP_PORT"]
+    assert f"{devregistry.DEFAULT_PORT}:{port}" in registry["ports"], "the host port of `eventfleet registry up`"
+    assert f"EVENTFLEET_REGISTRY_URL: http://registry:{port}{devregistry.CCOMPAT_PATH}" in COMPOSE.read_text()

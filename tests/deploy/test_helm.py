@@ -32,8 +32,10 @@ from .conftest import (
     render,
     render_error,
     rendered_pipeline,
+    secret_files,
     value_args,
 )
+from .test_terraform import _module, _policy_statements
 
 # Custom resources: not in the Kubernetes API schemas, checked structurally below instead.
 CRD_KINDS = {
@@ -117,13 +119,8 @@ def test_rendered_pipeline_is_accepted_by_eventfleets_loader(values: str | None,
     for name in re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", toml_text):
         assert name in env, f"pipeline.toml reads ${{{name}}} but the container does not set {name}"
     writable = tuple(p for p, m in mounts.items() if not m.get("readOnly"))
-    pipeline = load_as_in_container(
-        toml_text,
-        {"/etc/eventfleet/pipeline.toml": toml_text, "/etc/eventfleet/schema.avsc": avsc},
-        env,
-        writable,
-        tmp_path,
-    )
+    files = {"/etc/eventfleet/pipeline.toml": toml_text, "/etc/eventfleet/schema.avsc": avsc, **secret_files(docs)}
+    pipeline = load_as_in_container(toml_text, files, env, writable, tmp_path)
     assert pipeline.schema_path == tmp_path / "etc" / "eventfleet" / "schema.avsc"
     assert pipeline.metrics_port == c["ports"][0]["containerPort"]
     if pipeline.sink.type == "sqlite":
@@ -231,6 +228,11 @@ def test_keda_values_set_ceiling_is_below_the_partitions() -> None:
         (("sink.type=kafka",), "/sink/kafka/topic"),
         (("kafka.auth=msk-iam",), "/kafka/region"),
         (("kafka.sasl.mechanism=PLAIN",), "/kafka/sasl/existingSecret"),
+        (("glue.registryName=my registry",), "/glue/registryName"),
+        (("glue.region=Ireland",), "/glue/region"),
+        (("registry.url=https://sr.example.com", "registry.auth=basic"), "/registry/existingSecret"),
+        (("registry.url=https://sr.example.com", "registry.auth=oauth"), "/registry/auth"),
+        (("registry.url=sr.example.com:8081",), "/registry/url"),
     ],
 )
 def test_wrong_values_fail_lint_and_install_through_the_schema(sets: tuple[str, ...], message: str) -> None:
@@ -261,6 +263,12 @@ def test_wrong_values_fail_lint_and_install_through_the_schema(sets: tuple[str, 
             ("kafka.tls.enabled=true", "kafka.config.security\\.protocol=SSL"),
             "kafka.config.security.protocol is set by the chart",
         ),
+        (("registry.caSecret=sr-ca",), "registry.auth, registry.caSecret and registry.subject need registry.url"),
+        (
+            ("registry.url=https://sr.example.com", "registry.existingSecret=sr"),
+            "registry.existingSecret is set but registry.auth is empty",
+        ),
+        (("glue.enabled=true", "registry.url=https://sr.example.com"), "glue.enabled and registry.url are both set"),
     ],
 )
 def test_wrong_combinations_fail_at_install_time(sets: tuple[str, ...], message: str) -> None:
@@ -289,6 +297,55 @@ def test_secrets_are_referenced_never_rendered() -> None:
     assert not [d for d in docs if d["kind"] == "Secret"], "the chart creates no Secret: it references existing ones"
 
 
+def test_registry_url_and_basic_credentials_from_a_secret(tmp_path: Path) -> None:
+    docs = render("registry-values.yaml")
+    c = container(docs)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EVENTFLEET_REGISTRY_URL"]["value"] == "https://psrc-12345.eu-west-1.aws.confluent.cloud"
+    secret = "schema-registry-credentials"
+    assert env["EVENTFLEET_REGISTRY_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "username"}
+    assert env["EVENTFLEET_REGISTRY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+    assert "EVENTFLEET_REGISTRY_TOKEN" not in env
+    toml_text, avsc = rendered_pipeline(docs)
+    assert tomllib.loads(toml_text)["schema"] == {
+        "path": "schema.avsc",
+        "decoder": "fastavro",
+        "registry": "${EVENTFLEET_REGISTRY_URL}",
+        "subject": "ad-events-value",
+        "username": "${EVENTFLEET_REGISTRY_USERNAME}",
+        "password": "${EVENTFLEET_REGISTRY_PASSWORD}",
+        "ca_file": "/etc/registry-tls/ca.crt",
+    }
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    ca = next(v for v in pod["volumes"] if v["name"] == "registry-ca")
+    assert ca["secret"] == {"secretName": "schema-registry-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert not [d for d in docs if d["kind"] == "Secret"], "the chart creates no Secret: it references existing ones"
+    # what the worker reads: the URL and credentials of the Secret, the CA file of its volume
+    files = {"/etc/eventfleet/pipeline.toml": toml_text, "/etc/eventfleet/schema.avsc": avsc, **secret_files(docs)}
+    pipeline = load_as_in_container(toml_text, files, fake_environ(c["env"]), (), tmp_path)
+    registry = pipeline.registry
+    assert registry is not None and registry.url == "https://psrc-12345.eu-west-1.aws.confluent.cloud"
+    assert (registry.username, registry.password) == (f"secret-{secret}-username", f"secret-{secret}-password")
+    assert registry.token is None and registry.ca_file == tmp_path / "etc" / "registry-tls" / "ca.crt"
+
+
+def test_registry_bearer_token_from_a_secret() -> None:
+    docs = render(None, "registry.url=https://sr.example.com", "registry.auth=bearer", "registry.existingSecret=sr")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    assert env["EVENTFLEET_REGISTRY_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "sr", "key": "token"}
+    assert "EVENTFLEET_REGISTRY_USERNAME" not in env and "EVENTFLEET_REGISTRY_PASSWORD" not in env
+    schema = tomllib.loads(rendered_pipeline(docs)[0])["schema"]
+    assert schema["token"] == "${EVENTFLEET_REGISTRY_TOKEN}"
+    assert not {"username", "password", "subject", "ca_file"} & set(schema)
+    assert all(v["name"] != "registry-ca" for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"])
+
+
+def test_no_registry_by_default() -> None:
+    docs = render()
+    assert not [e for e in container(docs)["env"] if e["name"].startswith("EVENTFLEET_REGISTRY_")]
+    assert tomllib.loads(rendered_pipeline(docs)[0])["schema"] == {"path": "schema.avsc", "decoder": "fastavro"}
+
+
 def test_postgres_dsn_from_a_secret() -> None:
     docs = render("msk-iam-values.yaml")
     env = {e["name"]: e for e in container(docs)["env"]}
@@ -309,6 +366,57 @@ def test_msk_iam_and_irsa() -> None:
     assert "security.protocol" not in kafka.get("config", {}), "msk-iam sets its own protocol"
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in container(docs)["env"]
     assert container(docs)["image"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/eventfleet:0.1.0"
+
+
+GLUE_SETS = (
+    "glue.enabled=true",
+    "glue.region=eu-west-1",
+    "glue.registryName=analytics",
+    "glue.schemaName=ad-events-value",
+    "serviceAccount.roleArn=arn:aws:iam::123456789012:role/eventfleet",
+)
+
+
+def test_glue_schema_registry_renders_the_schema_keys() -> None:
+    assert set(tomllib.loads(rendered_pipeline(render())[0])["schema"]) == {"path", "decoder"}, "off by default"
+    docs = render(None, *GLUE_SETS)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    schema = tomllib.loads(rendered_pipeline(docs)[0])["schema"]
+    assert schema == {
+        "path": "schema.avsc",  # the reader schema
+        "decoder": "fastavro",
+        "registry": "glue",
+        "registry_name": "analytics",
+        "region": "eu-west-1",
+        "subject": "ad-events-value",
+    }
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/eventfleet"
+    # Without a region or schema name the SDK's region and eventfleet's "<topic>-value" apply.
+    schema = tomllib.loads(rendered_pipeline(render(None, "glue.enabled=true"))[0])["schema"]
+    assert schema["registry"] == "glue" and schema["registry_name"] == "default-registry"
+    assert "region" not in schema and "subject" not in schema
+
+
+def test_glue_policy_in_the_readme_is_what_terraform_grants() -> None:
+    """The chart creates no IAM; its README gives the policy to attach for IRSA: the same reading
+    statement as the Terraform module's glue policy document."""
+    readme = (CHART / "README.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", readme, flags=re.S) if "glue:" in b]
+    assert len(blocks) == 1, "one Glue policy in helm/eventfleet/README.md"
+    [statement] = blocks[0]["Statement"]
+    reading = [
+        st for st in _policy_statements(_module("data")["aws_iam_policy_document.glue"])
+        if st["actions"] == ["glue:GetSchemaVersion"]
+    ]  # fmt: skip
+    assert len(reading) == 1 and reading[0]["resources"] == ["*"], reading
+    assert statement == {
+        "Sid": reading[0]["sid"],
+        "Effect": "Allow",
+        "Action": ["glue:GetSchemaVersion"],
+        "Resource": "*",
+    }
 
 
 def test_pod_runs_non_root_on_a_read_only_root_filesystem() -> None:

@@ -185,7 +185,8 @@ def test_key_variables_are_validated() -> None:
     for name in ("name", "vpc_id", "subnet_ids", "image", "cpu", "memory", "workers_per_task", "stop_timeout",
                  "pipeline_toml", "schema_avsc", "config_delivery", "topics", "consumer_group", "partitions",
                  "msk_cluster_arn", "msk_broker_count", "msk_enhanced_monitoring", "min_tasks", "max_tasks",
-                 "log_retention_days", "kafka_egress_cidr_blocks", "secrets", "tail_app_container", "tail_log_path",
+                 "log_retention_days", "kafka_egress_cidr_blocks", "secrets", "schema_registry_url",
+                 "schema_registry_secret_arn", "schema_registry_auth", "tail_app_container", "tail_log_path",
                  "tail_tasks", "tail_cpu", "tail_memory", "tail_topic", "tail_metrics_port",
                  "tail_stop_timeout"):  # fmt: skip
         assert variables[name].get("validation"), f"variable {name} has no validation block"
@@ -270,6 +271,29 @@ def test_msk_permissions_are_least_privilege() -> None:
     assert [s["resources"] for s in reads] == [["${local.msk_tail_positions_arn}"]]
     creates = [s for s in tail.values() if "kafka-cluster:CreateTopic" in s["actions"]]
     assert [s["resources"] for s in creates] == ["${local.msk_tail_created_arns}"]
+
+
+GLUE_READ = {"glue:GetSchemaVersion"}
+GLUE_REGISTER = {"glue:GetSchemaByDefinition", "glue:CreateSchema", "glue:RegisterSchemaVersion"}
+
+
+def test_glue_permissions_read_by_version_id_and_register_in_the_registry_only() -> None:
+    documents = _module("data")
+    for name, body in documents.items():
+        if name.startswith("aws_iam_policy_document.") and name != "aws_iam_policy_document.glue":
+            assert "glue:" not in json.dumps(body), f"glue actions outside the glue document: {name}"
+    glue = documents["aws_iam_policy_document.glue"]
+    assert glue["count"] == "${var.glue_schema_registry != null ? 1 : 0}", "only with glue_schema_registry"
+    statements = {s["sid"]: s for s in _policy_statements(glue)}
+    read, register = statements["ReadWriterSchemasByVersionId"], statements["RegisterSchemasInTheRegistry"]
+    # GetSchemaVersion by SchemaVersionId names no registry or schema: Glue authorizes it on "*" only.
+    assert set(read["actions"]) == GLUE_READ and read["resources"] == ["*"]
+    assert set(register["actions"]) == GLUE_REGISTER
+    assert register["resources"] == ["${local.glue_registry_arn}", "${local.glue_schemas_arn}"]
+    assert glue["dynamic"][0]["statement"]["for_each"] == "${local.glue_register ? [1] : []}", "only with register"
+    policy = _module("resource")["aws_iam_role_policy.task_glue"]
+    assert policy["role"] == "${aws_iam_role.task.id}"
+    assert policy["policy"] == "${data.aws_iam_policy_document.glue[0].json}"
 
 
 def test_autoscaling_ceiling_is_tied_to_the_partitions() -> None:
@@ -416,6 +440,27 @@ def test_msk_resource_arns_are_this_clusters_topics_and_group(tmp_path: Path) ->
     assert got["not_msk"]["msk_topic_arns"] == [] and got["not_msk"]["msk_group_arn"] is None
 
 
+def test_glue_resource_arns_are_the_registry_and_its_schemas(tmp_path: Path) -> None:
+    context = {"partition": "aws", "region": "eu-west-1", "account_id": "123456789012"}
+    cases = {
+        "named": ({"glue_schema_registry": {"registry_name": "analytics", "register": True}}, context),
+        "default": ({"glue_schema_registry": {"registry_name": "default-registry", "register": False}}, context),
+        "none": ({"glue_schema_registry": None}, context),
+    }
+    names = ["glue_registry_name", "glue_register", "glue_registry_arn", "glue_schemas_arn"]
+    got = _evaluate(tmp_path, cases, names)
+    assert got["named"] == {
+        "glue_registry_name": "analytics",
+        "glue_register": True,
+        "glue_registry_arn": "arn:aws:glue:eu-west-1:123456789012:registry/analytics",
+        "glue_schemas_arn": "arn:aws:glue:eu-west-1:123456789012:schema/analytics/*",
+    }
+    assert got["default"]["glue_registry_arn"] == "arn:aws:glue:eu-west-1:123456789012:registry/default-registry"
+    assert got["default"]["glue_register"] is False
+    assert got["none"] == {"glue_registry_name": None, "glue_register": False, "glue_registry_arn": None,
+                           "glue_schemas_arn": None}  # fmt: skip
+
+
 def test_sqlite_guard_recognises_the_sink(tmp_path: Path) -> None:
     shared = (ROOT / "examples" / "ad-stats.toml").read_text().replace('type = "sqlite"', 'type = "postgres"')
     cases = {
@@ -428,6 +473,43 @@ def test_sqlite_guard_recognises_the_sink(tmp_path: Path) -> None:
     assert {case: v["sqlite_sink"] for case, v in got.items()} == {
         "repo_example": True, "single_quotes": True, "shared_sink": False, "new_msk": True, "existing_cluster": True,
     }  # fmt: skip
+
+
+def test_registry_url_and_credentials_reach_the_task_from_the_secret(tmp_path: Path) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:schema-registry-AbCdEf"
+    url = "https://psrc-12345.eu-west-1.aws.confluent.cloud"
+    kafka = {"KAFKA_PASSWORD": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kafka-AbCdEf"}
+    registry = {"schema_registry_url": url, "schema_registry_secret_arn": arn}
+    off = {"schema_registry_url": None, "schema_registry_secret_arn": None}
+    cases = {
+        "off": ({**off, "schema_registry_auth": "basic", "secrets": kafka}, {}),
+        "basic": ({**registry, "schema_registry_auth": "basic", "secrets": kafka}, {}),
+        "bearer": ({**registry, "schema_registry_auth": "bearer", "secrets": {}}, {}),
+        "no_credentials": (
+            {**registry, "schema_registry_secret_arn": None, "schema_registry_auth": "basic", "secrets": {}},
+            {},
+        ),
+    }
+    names = ["registry_secret_keys", "registry_environment", "registry_secrets", "registry_secret_arns",
+             "secretsmanager_arns"]  # fmt: skip
+    got = _evaluate(tmp_path, cases, names)
+    assert got["off"]["registry_environment"] == {} and got["off"]["registry_secrets"] == {}
+    assert got["off"]["secretsmanager_arns"] == list(kafka.values())
+    assert got["basic"]["registry_environment"] == {"EVENTFLEET_REGISTRY_URL": url}
+    # ECS's valueFrom for one JSON key of a Secrets Manager secret: ARN:KEY:VERSION-STAGE:VERSION-ID
+    assert got["basic"]["registry_secrets"] == {
+        "EVENTFLEET_REGISTRY_USERNAME": f"{arn}:username::",
+        "EVENTFLEET_REGISTRY_PASSWORD": f"{arn}:password::",
+    }
+    assert got["basic"]["secretsmanager_arns"] == [*kafka.values(), arn], "the execution role may read the secret"
+    assert got["bearer"]["registry_secrets"] == {"EVENTFLEET_REGISTRY_TOKEN": f"{arn}:token::"}
+    assert got["bearer"]["secretsmanager_arns"] == [arn]
+    assert got["no_credentials"]["registry_secrets"] == {} and got["no_credentials"]["secretsmanager_arns"] == []
+    # and the container gets them: the environment and secrets it is given merge these locals
+    source = MAIN.read_text()
+    assert re.search(r"environment = merge\(\n    var\.environment,\n    local\.registry_environment,", source)
+    assert re.search(r"secrets = merge\(\n    var\.secrets,\n    local\.registry_secrets,", source)
+    assert "resources = local.secretsmanager_arns" in source
 
 
 GOOD_INPUTS: dict[str, Any] = {
@@ -459,6 +541,10 @@ def test_good_inputs_pass_the_validations(tmp_path: Path) -> None:
               "msk_kafka_version": "3.7.x.kraft",
               "secrets": {"KAFKA_PASSWORD": "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf"},
               "schema_avsc": json.dumps({"type": "record", "name": "E", "fields": []}),
+              "glue_schema_registry": {"registry_name": "analytics", "register": True},
+              "schema_registry_url": "https://psrc-12345.eu-west-1.aws.confluent.cloud",
+              "schema_registry_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sr-AbCdEf",
+              "schema_registry_auth": "bearer",
               "tail_enabled": True, "tail_app_container": {"name": "shop", "image": "shop:1.0.0", "essential": True},
               "tail_log_path": "/srv/shop/logs", "tail_tasks": 2, "tail_cpu": 512, "tail_memory": 1024,
               "tail_topic": "shop-logs", "tail_metrics_port": 9401, "tail_stop_timeout": 20}  # fmt: skip
@@ -489,6 +575,10 @@ def test_bad_inputs_fail_their_validations(tmp_path: Path) -> None:
         "kafka_egress_cidr_blocks": ["0.0.0.0/0"],
         "secrets": {"PASSWORD": "hunter2"},
         "environment": {"EVENTFLEET_PIPELINE": "x"},
+        "glue_schema_registry": {"registry_name": "my registry"},
+        "schema_registry_url": "psrc-12345.eu-west-1.aws.confluent.cloud:443",
+        "schema_registry_secret_arn": "arn:aws:ssm:us-east-1:123456789012:parameter/sr-password",
+        "schema_registry_auth": "oauth",
         "tail_app_container": {"name": "tail", "image": "x:1"},
         "tail_log_path": "var/log/app/",
         "tail_tasks": 0,

@@ -89,10 +89,11 @@ def test_two_writer_versions_are_exact_through_a_sigkill(kafka: Kafka, pipeline,
     events = generate(60_000, 4, seed=21)
     values = framed(registry_url, p.topic, events)
     assert len({v[:5] for _, v in values}) == 2  # two writer schema ids, interleaved
-    producing = kafka.produce_in_background(p.topic, values, 8.0)
+    kafka.produce(p.topic, values[:20_000])
     survivor = p.start_worker()
     victim = p.start_worker()
-    wait_for(lambda: len(p.positions()) == 4, 60, "both workers flushing")
+    wait_for(lambda: len(p.positions()) == 4, 120, "both workers flushing")
+    producing = kafka.produce_in_background(p.topic, values[20_000:], 8.0)
     victim.kill()
     victim.wait()
     assert producing.is_alive()  # the kill landed mid-stream
@@ -237,6 +238,38 @@ def test_a_registry_outage_pauses_the_worker_and_loses_nothing(kafka: Kafka, pip
     p.wait_caught_up(ends)
     assert _metric(port, "eventfleet_paused_partitions") == 0
     assert worker.poll() is None  # the same worker, never restarted
+    assert p.stop_all() == [0]
+    assert_exact(p, ground_truth(events), ends)
+    assert dead_letter_count(kafka, p.topic) == 0
+
+
+def test_glue_framed_values_compressed_and_not_are_exact(kafka: Kafka, pipeline, glue_endpoint: str) -> None:
+    """Values written by the aws-glue-schema-registry package (uncompressed by its serializer,
+    zlib-compressed by its codec) in two writer versions, read by a worker from moto's Glue."""
+    import boto3
+    from aws_schema_registry import DataAndSchema, KafkaSerializer, SchemaRegistryClient
+    from aws_schema_registry import codec as aws_codec
+    from aws_schema_registry.avro import AvroSchema
+
+    p = pipeline(partitions=2, schema=f'registry = "glue"\nendpoint_url = "{glue_endpoint}"\nregion = "us-east-1"')
+    client = SchemaRegistryClient(boto3.client("glue", endpoint_url=glue_endpoint), registry_name="default-registry")
+    serializer = KafkaSerializer(client)
+    v1, v2 = AvroSchema(_v1()), AvroSchema(_v2())
+    v2_id = client.get_or_register_schema_version(
+        definition=str(v2), schema_name=f"{p.topic}-value", data_format="AVRO"
+    ).version_id
+    events = generate(6_000, 2, seed=25)
+    values = []
+    for i, (q, r) in enumerate(events):
+        if i % 2:
+            values.append((q, serializer.serialize(p.topic, DataAndSchema(r, v1))))
+        else:
+            values.append((q, aws_codec.encode(v2.write({**r, "region": "us"}), v2_id, compression=True)))
+    assert {v[1] for _, v in values} == {0, 5}  # uncompressed and zlib
+    kafka.produce(p.topic, values)
+    ends = kafka.ends(p.topic)
+    p.start_worker()
+    p.wait_caught_up(ends)
     assert p.stop_all() == [0]
     assert_exact(p, ground_truth(events), ends)
     assert dead_letter_count(kafka, p.topic) == 0

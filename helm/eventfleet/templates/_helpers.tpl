@@ -196,6 +196,30 @@ region = {{ $v.kafka.region | toJson }}
 [schema]
 path = "schema.avsc"
 decoder = {{ $v.schema.decoder | toJson }}
+{{- if $v.glue.enabled }}
+registry = "glue"
+registry_name = {{ $v.glue.registryName | toJson }}
+{{- with $v.glue.region }}
+region = {{ . | toJson }}
+{{- end }}
+{{- with $v.glue.schemaName }}
+subject = {{ . | toJson }}
+{{- end }}
+{{- else if $v.registry.url }}
+registry = "${EVENTFLEET_REGISTRY_URL}"
+{{- if $v.registry.subject }}
+subject = {{ $v.registry.subject | toJson }}
+{{- end }}
+{{- if eq $v.registry.auth "basic" }}
+username = "${EVENTFLEET_REGISTRY_USERNAME}"
+password = "${EVENTFLEET_REGISTRY_PASSWORD}"
+{{- else if eq $v.registry.auth "bearer" }}
+token = "${EVENTFLEET_REGISTRY_TOKEN}"
+{{- end }}
+{{- if $v.registry.caSecret }}
+ca_file = "/etc/registry-tls/ca.crt"
+{{- end }}
+{{- end }}
 
 [window]
 size = {{ $v.window.size | toJson }}
@@ -293,6 +317,18 @@ metrics_port = {{ $v.tail.metricsPort | int }}
 {{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.existingSecret) }}
 {{- fail "kafka.sasl.mechanism needs kafka.sasl.existingSecret (a Secret with the username and password)" }}
 {{- end }}
+{{- if and .Values.registry.auth (not .Values.registry.existingSecret) }}
+{{- fail "registry.auth needs registry.existingSecret (a Secret with the registry's credentials)" }}
+{{- end }}
+{{- if and (or .Values.registry.auth .Values.registry.caSecret .Values.registry.subject) (not .Values.registry.url) }}
+{{- fail "registry.auth, registry.caSecret and registry.subject need registry.url (the registry's Confluent-compatible URL)" }}
+{{- end }}
+{{- if and .Values.glue.enabled .Values.registry.url }}
+{{- fail "glue.enabled and registry.url are both set: the values are framed by one registry. Fix: keep glue.enabled (AWS Glue) or registry.url (a Confluent-compatible registry)" }}
+{{- end }}
+{{- if and .Values.registry.existingSecret (not .Values.registry.auth) }}
+{{- fail "registry.existingSecret is set but registry.auth is empty: set registry.auth to basic or bearer, or remove the Secret" }}
+{{- end }}
 {{- end }}
 
 {{/* eventfleet.env: the environment of every eventfleet container (the fleet, the tailer): what pipeline.toml reads. */}}
@@ -308,6 +344,30 @@ metrics_port = {{ $v.tail.metricsPort | int }}
     secretKeyRef:
       name: {{ .Values.kafka.sasl.existingSecret }}
       key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- with .Values.registry }}
+{{- if .url }}
+- name: EVENTFLEET_REGISTRY_URL
+  value: {{ .url | quote }}
+{{- end }}
+{{- if eq .auth "basic" }}
+- name: EVENTFLEET_REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .usernameKey }}
+- name: EVENTFLEET_REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- else if eq .auth "bearer" }}
+- name: EVENTFLEET_REGISTRY_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .tokenKey }}
+{{- end }}
 {{- end }}
 {{- if .Values.kafka.region }}
 - name: AWS_REGION
