@@ -315,7 +315,9 @@ class _TailRun:
     log_dir: Path
     tail_log: Path
     started: float
-    done: float = 0.0
+    done: float = 0.0  # when the last line was committed
+    written: float = 0.0  # when the writer process had written the last line (seen within 0.1 s)
+    cpu_s: float = 0.0  # user + system CPU of the tailer process
 
     def finish(self, count: int, fleet: subprocess.Popen[bytes]) -> None:
         """Until the writer is done and every line is committed; then SIGTERM to the tailer."""
@@ -328,6 +330,8 @@ class _TailRun:
                         raise EventfleetError(f"{what} exited with {proc.returncode}; see its log in {where}")
                 if self.writer.exitcode not in (None, 0):
                     raise EventfleetError(f"the log writer failed with {self.writer.exitcode}")
+                if self.writer.exitcode == 0 and not self.written:
+                    self.written = time.monotonic()
                 produced = _metric(self.metrics, "eventfleet_tail_lines_produced_total") or 0.0
                 rejected = _metric(self.metrics, "eventfleet_tail_lines_rejected_total") or 0.0
                 bar.update(int(produced + rejected) - bar.n)
@@ -338,8 +342,12 @@ class _TailRun:
             else:
                 raise EventfleetError(f"eventfleet tail did not commit {count:,} lines in time; see {self.tail_log}")
         self.writer.join(60)
+        self.written = self.written or time.monotonic()
         self.tailer.send_signal(signal.SIGTERM)  # commit what was read, exit 0
-        if self.tailer.wait(60) != 0:
+        _, status, usage = os.wait4(self.tailer.pid, 0)
+        self.tailer.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        if self.tailer.returncode != 0:
             raise EventfleetError(f"eventfleet tail exited with {self.tailer.returncode}; see {self.tail_log}")
 
     def stop(self) -> None:
@@ -352,9 +360,12 @@ class _TailRun:
     def report(self, count: int) -> None:
         files = sorted(p.name for p in self.log_dir.iterdir())
         seconds = self.done - self.started
+        behind = max(self.done - self.written, 0.0)
         print(
             f"eventfleet tail: {count:,} lines of {', '.join(files)} (renamed {len(files) - 1} times while read) "
-            f"committed in {seconds:.1f} s, {count / seconds:,.0f} lines/s; tail log: {self.tail_log}"
+            f"committed in {seconds:.1f} s, {count / seconds:,.0f} lines/s as the writer wrote them (the last "
+            f"{behind:.1f} s after it); {self.cpu_s / count * 1e6:.2f} CPU-s per million lines; tail log: "
+            f"{self.tail_log}"
         )
 
 

@@ -141,7 +141,7 @@ def test_demo_from_files(kafka: Kafka, tmp_path: Path) -> None:
     assert (
         "eventfleet tail: 40,000 lines of app.log, app.log.1, app.log.2, app.log.3, app.log.4 (renamed 4" in demo.stdout
     )
-    assert " lines/s; tail log: " in demo.stdout
+    assert " lines/s as the writer wrote them (the last " in demo.stdout and " CPU-s per million lines" in demo.stdout
     (pipeline_file,) = (tmp_path / ".eventfleet" / "demo").glob("*.toml")
     doc = tomllib.loads(pipeline_file.read_text())
     # the files as written: 40,000 complete lines, each event once
