@@ -1057,6 +1057,16 @@ resource "aws_iam_role_policy" "tail_msk" {
   policy = data.aws_iam_policy_document.msk_tail[0].json
 }
 
+# With [schema] registry = "glue" the tailer frames its values as the workers read them: the same
+# Glue permissions as the workers (registering the schema only with glue_schema_registry.register).
+resource "aws_iam_role_policy" "tail_glue" {
+  count = var.tail_enabled && var.glue_schema_registry != null ? 1 : 0
+
+  name   = "glue-schema-registry"
+  role   = aws_iam_role.tail[0].id
+  policy = data.aws_iam_policy_document.glue[0].json
+}
+
 resource "aws_ecs_task_definition" "tail" {
   #checkov:skip=CKV_AWS_336:The application container is the caller's to harden; the tailer's root filesystem is read-only with readonly_root_filesystem, as the fleet's.
   count = var.tail_enabled ? 1 : 0

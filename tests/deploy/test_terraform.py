@@ -672,11 +672,17 @@ def test_tail_is_off_by_default_and_every_tail_resource_follows_it() -> None:
     assert set(tail_resources) == {
         "aws_iam_role.tail",
         "aws_iam_role_policy.tail_msk",
+        "aws_iam_role_policy.tail_glue",
         "aws_ecs_task_definition.tail",
         "aws_ecs_service.tail",
     }
+    counts = ("${var.tail_enabled ? 1 : 0}", "${local.msk_tail ? 1 : 0}",
+              "${var.tail_enabled && var.glue_schema_registry != null ? 1 : 0}")  # fmt: skip
     for name, body in tail_resources.items():
-        assert body["count"] in ("${var.tail_enabled ? 1 : 0}", "${local.msk_tail ? 1 : 0}"), name
+        assert body["count"] in counts, name
+    glue = tail_resources["aws_iam_role_policy.tail_glue"]
+    assert glue["role"] == "${aws_iam_role.tail[0].id}"
+    assert glue["policy"] == "${data.aws_iam_policy_document.glue[0].json}", "the workers' Glue permissions"
     assert _locals_source()["msk_tail"] == "var.tail_enabled && local.on_msk"
 
 
