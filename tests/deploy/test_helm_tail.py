@@ -240,3 +240,19 @@ spec:
     assert next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"] == "rel-eventfleet"
     assert not [d for d in docs if d["metadata"]["name"].endswith("-tail")], "tail.deployment false: no own Deployment"
     assert _ingest(docs)["key"] == "campaign_id", "the subchart's ConfigMap carries [ingest]"
+
+
+def test_the_tailer_is_scraped_with_the_fleet() -> None:
+    """metrics.serviceMonitor.enabled: a PodMonitor on the tailer's pod (it has no Service)."""
+    assert not [d for d in render(SIDECAR) if d["kind"] == "PodMonitor"], "only with metrics.serviceMonitor"
+    docs = render(SIDECAR, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+    monitor = one(docs, "PodMonitor", "tail")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom", "the label the Prometheus selects on"
+    pod_labels = one(docs, "Deployment", "tail")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    fleet_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= fleet_labels.items()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for p in _tailer(_pod(docs))["ports"]}
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
