@@ -170,6 +170,8 @@ def test_the_tailer_reads_the_apps_log_volume_read_only(compose: dict[str, Any])
     tail_dir, tail_ro = _volumes(tail)[volume]
     assert volume in compose["volumes"]
     assert not app_ro and tail_ro, "the app writes the logs; the tailer only reads them"
+    # a new volume takes the owner of the first mount point it is mounted on: the app's, not the tailer's
+    assert "app" in tail["depends_on"]
     # the app writes app.log in its working directory: the image's, the volume's mount point
     workdir = re.findall(r"^WORKDIR (\S+)$", (ROOT / "Dockerfile").read_text(), flags=re.M)
     assert workdir[-1] == app_dir and 'open("app.log", "a")' in app["entrypoint"][2]
