@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK_VENV := .venv-lock
 
-.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-report lock kafka-up kafka-down registry-up registry-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-tail bench-report lock kafka-up kafka-down registry-up registry-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -44,8 +44,12 @@ test: install tools tools-terraform ## lint, type-check, then every test (own Ka
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
 
-bench-report: install ## rewrite docs/performance.md's tables from the newest bench/results/*.json
+bench-tail: install ## the tail benchmark: eventfleet tail, a naive loop and rsyslog on 2M JSON lines (installs rsyslog with apt-get)
+	$(BIN)/python bench/tail.py --lines 2000000
+
+bench-report: install ## rewrite the tables of docs/performance.md and docs/ingest-deployment.md from the newest bench/results/*.json
 	$(BIN)/python bench/report.py --write docs/performance.md
+	$(BIN)/python bench/report.py --write docs/ingest-deployment.md
 
 tools-terraform: ## build terraform (Go module proxy) and checkov (PyPI) into .cache/tools, once
 	scripts/tools-terraform.sh

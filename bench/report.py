@@ -5,10 +5,11 @@
 
 Without files it reads the newest result of each kind in bench/results/: the contenders
 (``<time>.json``, bench/run.py), memory by keys and the memory soak (``memory-keys-*``,
-``memory-soak-*``, bench/memory.py) and the PostgreSQL write strategies (``pg-write-*``,
-bench/pg_write.py). Each kind renders one block; in a Markdown file a block is the text between
-``<!-- bench:KIND -->`` and ``<!-- /bench:KIND -->`` (KIND: main, memory-keys, memory-soak,
-pg-write). Medians are computed here from every run in the file, as bench/run.py does.
+``memory-soak-*``, bench/memory.py), the PostgreSQL write strategies (``pg-write-*``,
+bench/pg_write.py) and the tailers (``tail-*``, bench/tail.py). Each kind renders one block; in a
+Markdown file a block is the text between ``<!-- bench:KIND -->`` and ``<!-- /bench:KIND -->``
+(KIND: main, memory-keys, memory-soak, pg-write, tail). Without files, --write rewrites the blocks
+the document has. Medians are computed here from every run in the file, as bench/run.py does.
 """
 
 import argparse
@@ -23,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-KINDS = ("main", "memory-keys", "memory-soak", "pg-write")
+KINDS = ("main", "memory-keys", "memory-soak", "pg-write", "tail")
 # the pairs bench/run.py reports, plus Quix by CPU: (a, b) reads "a is N times b"
 RATIOS = (
     ("eventfleet-1", "naive"),
@@ -37,6 +38,8 @@ STRATEGIES = ("copy", "unnest", "executemany")
 
 
 def kind_of(doc: dict[str, Any]) -> str:
+    if doc.get("benchmark") == "tail":
+        return "tail"
     if "runs" in doc and "machine" in doc:
         return "main"
     if doc.get("mode") == "keys":
@@ -45,13 +48,13 @@ def kind_of(doc: dict[str, Any]) -> str:
         return "memory-soak"
     if "server_version" in doc:
         return "pg-write"
-    raise ValueError("not a result of bench/run.py, bench/memory.py or bench/pg_write.py")
+    raise ValueError("not a result of bench/run.py, bench/memory.py, bench/pg_write.py or bench/tail.py")
 
 
 def newest(results: Path = RESULTS) -> dict[str, Path]:
     """The newest file of each kind (the names end in a sortable time)."""
     patterns = {"main": "[0-9]*.json", "memory-keys": "memory-keys-*.json",
-                "memory-soak": "memory-soak-*.json", "pg-write": "pg-write-*.json"}  # fmt: skip
+                "memory-soak": "memory-soak-*.json", "pg-write": "pg-write-*.json", "tail": "tail-*.json"}  # fmt: skip
     out = {}
     for kind, pattern in patterns.items():
         files = sorted(results.glob(pattern))
@@ -170,11 +173,46 @@ def pg_write_block(doc: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
+TAIL_NAMES = {"eventfleet": "**eventfleet tail**", "naive": "naive loop", "rsyslog": "rsyslog imfile + omkafka"}
+
+
+def tail_block(doc: dict[str, Any], source: str) -> str:
+    m = doc["machine"]
+    runs = doc["contenders"]
+    keys = ("lines_per_s", "cpu_s_per_m", "rss_mb", "lost", "duplicated")
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items() if rs}
+    lines = [
+        f"Measured on {m['cpus']} cores ({m['cpu_model']}), {round(m['memory_gib'])} GiB, Python {m['python']}, "
+        f"Kafka {m['kafka']} on the same machine, confluent-kafka {m['confluent_kafka']} (librdkafka "
+        f"{m['librdkafka']}), fastavro {m['fastavro']}, rsyslog {m.get('rsyslog') or '-'}; {doc['lines']:,} lines, "
+        f"median of `--repeat {doc['repeat']}` ({source}):",
+        "",
+        "| contender | lines/s | CPU-s per million lines | peak RSS | lines lost | lines duplicated |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in med.items():
+        lost = sum(x["lost"] for x in runs[name])
+        dup = sum(x["duplicated"] for x in runs[name])
+        lines.append(
+            f"| {TAIL_NAMES.get(name, name)} | {r['lines_per_s']:,.0f} | {r['cpu_s_per_m']:.2f} | "
+            f"{r['rss_mb']:,.0f} MB | {lost:,} | {dup:,} |"
+        )
+    lines += ["", "| ratio | lines/s (medians) | CPU per line (medians, b / a) |", "|---|---:|---:|"]
+    for a, b in (("eventfleet", "naive"), ("eventfleet", "rsyslog")):
+        if a in med and b in med:
+            lines.append(
+                f"| {a} / {b} | {med[a]['lines_per_s'] / med[b]['lines_per_s']:.2f}x "
+                f"| {med[b]['cpu_s_per_m'] / med[a]['cpu_s_per_m']:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "main": main_block,
     "memory-keys": memory_keys_block,
     "memory-soak": memory_soak_block,
     "pg-write": pg_write_block,
+    "tail": tail_block,
 }
 
 
@@ -224,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"<!-- bench:{kind} -->\n{body}\n<!-- /bench:{kind} -->\n")
         return 0
     text, done = rewrite(args.write.read_text(), blocks)
-    missing = sorted(set(blocks) - set(done))
+    # without files, the newest result of each kind: the document takes the kinds it has blocks for
+    missing = sorted(set(blocks) - set(done)) if args.files or not done else []
     if missing:
         print(
             f"report: {args.write} has no block for {', '.join(missing)}: add <!-- bench:KIND --> markers",

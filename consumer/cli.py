@@ -183,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--registry", nargs="?", const="local", metavar="URL",
                       help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
+    demo.add_argument("--from-files", action="store_true",
+                      help="the events as lines of a rotated log file, read by eventfleet tail")  # fmt: skip
     demo.set_defaults(func=_demo)
     return p
 
@@ -410,4 +412,5 @@ def _registry(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry, args.dsn)
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry, args.dsn,
+                args.from_files)  # fmt: skip

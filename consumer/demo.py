@@ -3,17 +3,28 @@
 Each run gets its own topic, group and SQLite file under ``.eventfleet/demo/`` (named by the
 run), so a demo never mixes with an earlier one and its pipeline file can be reused with
 ``eventfleet results --config``.
+
+``--from-files``: the events do not come from ``eventfleet produce`` but from a log file. A writer
+process appends them as JSON lines (writes that end mid-line) and rotates the file by rename a few
+times, ``eventfleet tail`` follows it into the topic (the glob names only the live file: the
+renamed ones are followed by their identity), and the workers aggregate the topic meanwhile.
 """
 
+import base64
+import json
+import multiprocessing
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
@@ -24,12 +35,15 @@ from confluent_kafka.cimpl import NewTopic
 from . import config, devkafka
 from .cli import write_rows
 from .errors import EventfleetError, SinkError
+from .produce import events as generate_events
 from .produce import produce
 from .progress import Progress
 from .sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
 
 DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
+LOG_GENERATIONS = 5  # --from-files: the log is renamed away 4 times (app.log.1 .. app.log.4) while tailed
+WRITE_LINES = 1000  # --from-files: lines per write batch; each batch is written in two cut mid-line
 
 
 def demo(
@@ -40,10 +54,12 @@ def demo(
     port: int,
     registry: str | None = None,
     dsn: str | None = None,
+    from_files: bool = False,
 ) -> int:
     """Run the pipeline of ``config_path``, whatever its sink. ``registry``: frame the values for
     this schema registry URL ("local": a local registry on 127.0.0.1:8081, started if none answers
-    there); ``dsn``: a postgres pipeline's PostgreSQL instead of its own."""
+    there); ``dsn``: a postgres pipeline's PostgreSQL instead of its own; ``from_files``: the
+    events reach the topic as lines of a rotated log file, through ``eventfleet tail``."""
     config.load(config_path)  # fail early, with the key and the fix
     bootstrap = f"127.0.0.1:{port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
@@ -52,7 +68,7 @@ def demo(
     if registry == "local":
         registry = _local_registry()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry, dsn)
+    pipeline_file = _demo_pipeline(config_path, bootstrap, run_id, registry, dsn, from_files)
     pipeline = config.load(pipeline_file)
     if pipeline.sink.type == "postgres":  # the one sink on a server of its own: say how to start it
         try:
@@ -64,8 +80,12 @@ def demo(
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     print(f"topic {topic} with {partitions} partitions; pipeline {pipeline_file}")
 
-    summary = produce(pipeline, count, seed=42)
-    print(f"produced {count:,} events in {summary.seconds:.1f} s")
+    tail = None
+    if from_files:  # the workers start meanwhile: they aggregate what the tailer commits
+        tail = _start_tail(pipeline_file, run_id, count)
+    else:
+        summary = produce(pipeline, count, seed=42)
+        print(f"produced {count:,} events in {summary.seconds:.1f} s")
 
     log_path = pipeline_file.with_name(f"{run_id}-fleet.log")
     started = time.monotonic()
@@ -77,10 +97,16 @@ def demo(
             stderr=log,
         )  # fmt: skip
     try:
-        _wait_caught_up(pipeline, topic, [fleet])
+        if tail is not None:
+            tail.finish(count, fleet)
+            _wait_counted(pipeline, count, partitions, [fleet])
+        else:
+            _wait_caught_up(pipeline, topic, [fleet])
         elapsed = time.monotonic() - started
         done_at = time.time()
     finally:
+        if tail is not None:
+            tail.stop()
         if fleet.poll() is None:
             fleet.send_signal(signal.SIGTERM)
         code = fleet.wait(120)
@@ -99,9 +125,13 @@ def demo(
         f"\n{count:,} events: {counted if counted is not None else '?':,} aggregated, {late:,} late "
         f"(window closed, counted), {invalid:,} undecodable"
     )
+    who = f"{workers} worker" + ("s" if workers != 1 else "")
+    if tail is not None:  # the workers waited for the tailer: their events/s would say how fast it was
+        tail.report(count)
+        print(f"{who}: every result durable {elapsed:.1f} s after they started; fleet log: {log_path}")
+        return 0
     firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
     busy = done_at - min(firsts) if firsts else elapsed
-    who = f"{workers} worker" + ("s" if workers != 1 else "")
     print(
         f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
@@ -127,9 +157,12 @@ def _local_registry() -> str:
     return local.url
 
 
-def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str | None, dsn: str | None) -> Path:
+def _demo_pipeline(
+    config_path: Path, bootstrap: str, run_id: str, registry: str | None, dsn: str | None, from_files: bool = False
+) -> Path:
     """Copy the pipeline with this run's topic, group, broker and sink file, table or topic, and
-    the schema registry the values are framed for."""
+    the schema registry the values are framed for; with ``from_files``, an [ingest] section that
+    tails this run's log file into the topic."""
     doc = tomllib.loads(config_path.read_text())
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     doc["kafka"]["bootstrap_servers"] = bootstrap
@@ -148,9 +181,45 @@ def _demo_pipeline(config_path: Path, bootstrap: str, run_id: str, registry: str
     else:
         sink["path"] = f"{run_id}.db"
     doc.setdefault("flush", {})["interval"] = "1s"
+    if from_files:
+        log_dir = (DEMO_DIR / f"{run_id}-logs").resolve()
+        group_by = doc.get("aggregate", {}).get("group_by") or []
+        doc["ingest"] = {
+            "paths": [str(log_dir / "app.log")],  # the live file only: rotated ones are known by identity
+            "format": "jsonl",
+            "start": "beginning",
+            "id": f"demo-{run_id}",
+            "commit_interval": "500ms",
+            **({"key": group_by[0]} if group_by else {}),
+        }
     path = DEMO_DIR / f"{run_id}.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
+
+
+def _wait_counted(pipeline: config.Pipeline, count: int, partitions: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Block until the sink has counted ``count`` events (in a window, late or undecodable). A
+    topic written in transactions ends with commit markers that no worker position reaches: the
+    count, not the end offsets, says when every line is in."""
+    counts = [m.name for m in pipeline.aggregate.metrics if m.kind == "count"]
+    if not counts:
+        raise EventfleetError('--from-files counts the lines with a "count" metric: add events = "count" to '
+                              "[aggregate.metrics]")  # fmt: skip
+    topic = pipeline.kafka.topics[0]
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    with _reader(pipeline) as sink, Progress(count, "aggregate") as bar:
+        while time.monotonic() < deadline:
+            columns, rows = sink.results()
+            counted = sum(row[columns.index(counts[0])] for row in rows)
+            stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
+            done = counted + sum(p.late_events + p.invalid_events for p in stored.values())
+            bar.update(done - bar.n)
+            if done >= count:
+                return
+            if any(p.poll() is not None for p in procs):
+                raise EventfleetError("a worker exited before the lines were counted; see its log")
+            time.sleep(0.2)
+    raise EventfleetError(f"not counted within {CATCH_UP_TIMEOUT_S:.0f} s")
 
 
 def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -192,3 +261,167 @@ def _reader(pipeline: config.Pipeline) -> Iterator[Sink]:
         sink.close()
         if reader is not None:
             reader.close()
+
+
+# -- --from-files: the writer process and the tailer -------------------------------------------
+
+
+def write_log(pipeline_file: str, log: str, count: int, generations: int, metrics_url: str) -> None:
+    """The writer process: ``count`` events of the pipeline's schema as JSON lines appended to
+    ``log``, each batch in two writes cut mid-line; renamed away ``generations - 1`` times as
+    logrotate does (app.log -> app.log.1, app.log.1 -> app.log.2, ...). Before each rename it waits
+    until the tailer has read a line of the live file: a file renamed before the tailer ever saw it
+    would be, for a glob naming only the live file, a file it never knew."""
+    pipeline = config.load(pipeline_file)
+    path = Path(log)
+    source = generate_events(pipeline, seed=42, start_ms=int(time.time() * 1000), events_per_s=2000)
+    per_generation = -(-count // generations)
+    written = 0
+    for generation in range(generations):
+        lines = min(per_generation, count - written)
+        with open(path, "ab", buffering=0) as f:
+            for start in range(0, lines, WRITE_LINES):
+                batch = "".join(_json_line(next(source)) for _ in range(min(WRITE_LINES, lines - start))).encode()
+                cut = len(batch) - 17  # the last line's end waits for the next write
+                f.write(batch[:cut])
+                f.write(batch[cut:])
+        written += lines
+        if generation < generations - 1 and written < count:
+            _wait_metric(metrics_url, "eventfleet_tail_lines_read_total", written - lines + 1)
+            for k in range(generation, 0, -1):
+                path.with_name(f"{path.name}.{k}").rename(path.with_name(f"{path.name}.{k + 1}"))
+            path.rename(path.with_name(f"{path.name}.1"))
+
+
+def _json_line(record: dict[str, object]) -> str:
+    # bytes as base64 text, as eventfleet tail reads them
+    return json.dumps(record, separators=(",", ":"), default=lambda b: base64.b64encode(b).decode()) + "\n"
+
+
+def _metric(url: str, name: str) -> float | None:
+    """One unlabelled sample of the tailer's /metrics (None while it does not answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found = re.search(rf"^{name} (\S+)$", text, flags=re.M)
+    return float(found[1]) if found else 0.0
+
+
+def _wait_metric(url: str, name: str, at_least: float, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = _metric(url, name)
+        if value is not None and value >= at_least:
+            return
+        time.sleep(0.1)
+    raise EventfleetError(f"{name} did not reach {at_least:,.0f} within {timeout_s:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class _TailRun:
+    """The writer process and ``eventfleet tail`` of a --from-files demo."""
+
+    tailer: subprocess.Popen[bytes]
+    writer: multiprocessing.process.BaseProcess
+    metrics: str
+    log_dir: Path
+    tail_log: Path
+    started: float
+    done: float = 0.0  # when the last line was committed
+    written: float = 0.0  # when the writer process had written the last line (seen within 0.1 s)
+    cpu_s: float = 0.0  # user + system CPU of the tailer process
+
+    def finish(self, count: int, fleet: subprocess.Popen[bytes]) -> None:
+        """Until the writer is done and every line is committed; then SIGTERM to the tailer."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        with Progress(count, "tail", unit="lines") as bar:
+            while time.monotonic() < deadline:
+                for proc, what in ((self.tailer, "eventfleet tail"), (fleet, "the fleet")):
+                    if proc.poll() is not None:
+                        where = self.tail_log.parent
+                        raise EventfleetError(f"{what} exited with {proc.returncode}; see its log in {where}")
+                if self.writer.exitcode not in (None, 0):
+                    raise EventfleetError(f"the log writer failed with {self.writer.exitcode}")
+                if self.writer.exitcode == 0 and not self.written:
+                    self.written = time.monotonic()
+                produced = _metric(self.metrics, "eventfleet_tail_lines_produced_total") or 0.0
+                rejected = _metric(self.metrics, "eventfleet_tail_lines_rejected_total") or 0.0
+                bar.update(int(produced + rejected) - bar.n)
+                if produced + rejected >= count:
+                    self.done = time.monotonic()
+                    break
+                time.sleep(0.1)
+            else:
+                raise EventfleetError(f"eventfleet tail did not commit {count:,} lines in time; see {self.tail_log}")
+        self.writer.join(60)
+        self.written = self.written or time.monotonic()
+        self.tailer.send_signal(signal.SIGTERM)  # commit what was read, exit 0
+        _, status, usage = os.wait4(self.tailer.pid, 0)
+        self.tailer.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        if self.tailer.returncode != 0:
+            raise EventfleetError(f"eventfleet tail exited with {self.tailer.returncode}; see {self.tail_log}")
+
+    def stop(self) -> None:
+        if self.writer.is_alive():
+            self.writer.terminate()
+        if self.tailer.poll() is None:
+            self.tailer.send_signal(signal.SIGTERM)
+            self.tailer.wait(60)
+
+    def report(self, count: int) -> None:
+        files = sorted(p.name for p in self.log_dir.iterdir())
+        seconds = self.done - self.started
+        behind = max(self.done - self.written, 0.0)
+        print(
+            f"eventfleet tail: {count:,} lines of {', '.join(files)} (renamed {len(files) - 1} times while read) "
+            f"committed in {seconds:.1f} s, {count / seconds:,.0f} lines/s as the writer wrote them (the last "
+            f"{behind:.1f} s after it); {self.cpu_s / count * 1e6:.2f} CPU-s per million lines; tail log: "
+            f"{self.tail_log}"
+        )
+
+
+def _start_tail(pipeline_file: Path, run_id: str, count: int) -> _TailRun:
+    """``eventfleet tail`` on the run's log folder, then the writer process once the tailer is ready."""
+    doc = tomllib.loads(pipeline_file.read_text())
+    log = Path(doc["ingest"]["paths"][0])  # as _demo_pipeline wrote it
+    log.parent.mkdir(parents=True)
+    port = _free_port()
+    tail_log = pipeline_file.with_name(f"{run_id}-tail.log")
+    with open(tail_log, "wb") as out:  # the tailer keeps its own copy of the descriptor
+        tailer = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "tail", "--config", str(pipeline_file), "--metrics-port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+    ready = f"http://127.0.0.1:{port}/readyz"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(ready, timeout=5):
+                break
+        except OSError:
+            if tailer.poll() is not None or time.monotonic() > deadline:
+                tailer.kill()
+                raise EventfleetError(f"eventfleet tail did not become ready; see {tail_log}") from None
+            time.sleep(0.1)
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    writer = multiprocessing.get_context("spawn").Process(
+        target=write_log,
+        args=(str(pipeline_file), str(log), count, LOG_GENERATIONS, metrics),
+        name="eventfleet-demo-writer",
+    )
+    started = time.monotonic()
+    writer.start()
+    print(f"writing {count:,} JSON lines to {log}, renamed away {LOG_GENERATIONS - 1} times; eventfleet tail "
+          f"follows it into {doc['kafka']['topics'][0]}")  # fmt: skip
+    return _TailRun(tailer, writer, metrics, log.parent, tail_log, started)

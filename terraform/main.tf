@@ -933,3 +933,214 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
 
   depends_on = [aws_cloudwatch_log_metric_filter.errors]
 }
+
+################################################################################
+# Tail (optional): an application and eventfleet tail beside it, sharing a log volume
+################################################################################
+
+locals {
+  # What the tailer writes: its topic, that topic's dead letters and its positions (compacted),
+  # all in one transaction per commit; its transactional id is eventfleet-tail-<[ingest] id>.
+  tail_topic             = coalesce(var.tail_topic, var.topics[0])
+  tail_positions_topic   = "${local.tail_topic}.tail-positions"
+  tail_dlq_topic         = "${local.tail_topic}.dlq"
+  msk_tail               = var.tail_enabled && local.on_msk
+  msk_tail_topic_arns    = [for t in [local.tail_topic, local.tail_dlq_topic, local.tail_positions_topic] : "${local.msk_arn_base}:topic/${local.msk_cluster_path}/${t}" if local.msk_tail]
+  msk_tail_created_arns  = [for t in [local.tail_dlq_topic, local.tail_positions_topic] : "${local.msk_arn_base}:topic/${local.msk_cluster_path}/${t}" if local.msk_tail]
+  msk_tail_positions_arn = local.msk_tail ? "${local.msk_arn_base}:topic/${local.msk_cluster_path}/${local.tail_positions_topic}" : null
+  # Each task's tailer is named after its host name (its files live on its own volume).
+  msk_tail_transactional_arn = local.msk_tail ? "${local.msk_arn_base}:transactional-id/${local.msk_cluster_path}/eventfleet-tail-*" : null
+
+  # The tailer: the same image, pipeline and environment as the fleet; `eventfleet tail` reads
+  # [ingest] and serves /metrics, /healthz and /readyz on tail_metrics_port. Not essential: ECS
+  # restarts it in place (the positions committed in Kafka say where to go on) without stopping
+  # the application. Add it (with a "logs" volume) to a task definition of your own: output
+  # tail_container_definition.
+  tail_container = {
+    name                   = "tail"
+    image                  = var.image
+    essential              = false
+    restartPolicy          = { enabled = true, restartAttemptPeriod = 60 }
+    entryPoint             = ["eventfleet"]
+    command                = ["--log-format", "json", "tail", "--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", tostring(var.tail_metrics_port)]
+    environment            = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+    secrets                = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
+    portMappings           = [{ name = "tail-metrics", containerPort = var.tail_metrics_port, protocol = "tcp" }]
+    stopTimeout            = var.tail_stop_timeout
+    readonlyRootFilesystem = var.readonly_root_filesystem
+    linuxParameters        = { initProcessEnabled = true }
+    # The tailer never writes, truncates nor deletes a log file.
+    mountPoints = concat(
+      [{ sourceVolume = "logs", containerPath = var.tail_log_path, readOnly = true }],
+      var.readonly_root_filesystem ? [{ sourceVolume = "tail-tmp", containerPath = "/tmp", readOnly = false }] : [],
+    )
+    healthCheck = {
+      command     = ["CMD-SHELL", "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.tail_metrics_port}/healthz', timeout=4)\""]
+      interval    = 15
+      timeout     = 5
+      retries     = 3
+      startPeriod = 30
+    }
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.fleet.name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "tail"
+        mode                  = "non-blocking"
+        max-buffer-size       = "4m"
+      }
+    }
+  }
+
+  # The application writes to the log volume; it starts after the tailer and so stops before it
+  # (ECS stops containers in the reverse order of their dependencies): the tailer reads the last
+  # lines written and commits them on its SIGTERM.
+  tail_app = var.tail_app_container == null ? null : merge(var.tail_app_container, {
+    mountPoints = concat(try(var.tail_app_container.mountPoints, []), [{ sourceVolume = "logs", containerPath = var.tail_log_path, readOnly = false }])
+    dependsOn   = concat(try(var.tail_app_container.dependsOn, []), [{ containerName = "tail", condition = "START" }])
+  })
+}
+
+resource "aws_iam_role" "tail" {
+  count = var.tail_enabled ? 1 : 0
+
+  name_prefix        = "${var.name}-tail-"
+  description        = "eventfleet tail beside the application of ${var.name}: writes its topic, dead letters and positions in Kafka transactions"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+
+  tags = local.tags
+}
+
+# Least privilege for the tailer on MSK: a transactional, idempotent producer of its topic, its
+# dead-letter topic and its positions topic (both created when missing), a read_committed reader
+# of the positions at start, and its transactional ids (eventfleet-tail-<name>).
+data "aws_iam_policy_document" "msk_tail" {
+  count = local.msk_tail ? 1 : 0
+
+  statement {
+    sid       = "ConnectToTheCluster"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"]
+    resources = [local.msk_cluster_arn]
+  }
+
+  statement {
+    sid       = "WriteTheLinesDeadLettersAndPositions"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
+    resources = local.msk_tail_topic_arns
+  }
+
+  statement {
+    sid       = "CreateTheDeadLetterAndPositionsTopics"
+    actions   = ["kafka-cluster:CreateTopic"]
+    resources = local.msk_tail_created_arns
+  }
+
+  statement {
+    sid       = "ReadThePositions"
+    actions   = ["kafka-cluster:ReadData"]
+    resources = [local.msk_tail_positions_arn]
+  }
+
+  statement {
+    sid       = "TheTailersTransactions"
+    actions   = ["kafka-cluster:DescribeTransactionalId", "kafka-cluster:AlterTransactionalId"]
+    resources = [local.msk_tail_transactional_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "tail_msk" {
+  count = local.msk_tail ? 1 : 0
+
+  name   = "msk-iam"
+  role   = aws_iam_role.tail[0].id
+  policy = data.aws_iam_policy_document.msk_tail[0].json
+}
+
+# With [schema] registry = "glue" the tailer frames its values as the workers read them: the same
+# Glue permissions as the workers (registering the schema only with glue_schema_registry.register).
+resource "aws_iam_role_policy" "tail_glue" {
+  count = var.tail_enabled && var.glue_schema_registry != null ? 1 : 0
+
+  name   = "glue-schema-registry"
+  role   = aws_iam_role.tail[0].id
+  policy = data.aws_iam_policy_document.glue[0].json
+}
+
+resource "aws_ecs_task_definition" "tail" {
+  #checkov:skip=CKV_AWS_336:The application container is the caller's to harden; the tailer's root filesystem is read-only with readonly_root_filesystem, as the fleet's.
+  count = var.tail_enabled ? 1 : 0
+
+  family                   = "${var.name}-tail"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = tostring(var.tail_cpu)
+  memory                   = tostring(var.tail_memory)
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.tail[0].arn
+  container_definitions    = jsonencode([local.tail_container, local.tail_app])
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = var.cpu_architecture
+  }
+
+  # The log volume: a task bind mount on the task's ephemeral storage, as long-lived as the task.
+  dynamic "volume" {
+    for_each = concat(["logs"], var.readonly_root_filesystem ? ["tail-tmp"] : [])
+    content {
+      name = volume.value
+    }
+  }
+
+  tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.tail_app_container != null
+      error_message = "tail_enabled needs tail_app_container: the application container that writes the log files."
+    }
+    precondition {
+      condition     = contains(local.fargate_memory[tostring(var.tail_cpu)], var.tail_memory)
+      error_message = "tail_memory ${var.tail_memory} MiB is not a Fargate size for tail_cpu ${var.tail_cpu}: allowed are ${join(", ", local.fargate_memory[tostring(var.tail_cpu)])}."
+    }
+    precondition {
+      condition     = can(regex("(?m)^\\s*\\[ingest\\]", var.pipeline_toml))
+      error_message = "tail_enabled needs an [ingest] section in pipeline_toml (paths under tail_log_path, format, topic)."
+    }
+    precondition {
+      condition     = !contains([for p in try(var.tail_app_container.portMappings, []) : try(p.containerPort, 0)], var.tail_metrics_port)
+      error_message = "tail_metrics_port ${var.tail_metrics_port} is a port of tail_app_container: the containers of a task share its network."
+    }
+  }
+}
+
+resource "aws_ecs_service" "tail" {
+  count = var.tail_enabled ? 1 : 0
+
+  name             = "${var.name}-tail"
+  cluster          = local.ecs_cluster_arn
+  task_definition  = aws_ecs_task_definition.tail[0].arn
+  desired_count    = var.tail_tasks
+  launch_type      = "FARGATE"
+  platform_version = "LATEST"
+
+  enable_ecs_managed_tags = true
+  propagate_tags          = "SERVICE"
+
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = concat([aws_security_group.tasks.id], var.tail_security_group_ids)
+    assign_public_ip = var.assign_public_ip
+  }
+
+  tags = local.tags
+}

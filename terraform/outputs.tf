@@ -108,3 +108,22 @@ output "error_alarm_arn" {
   description = "The error-log-lines alarm (null when disabled)."
   value       = one(aws_cloudwatch_metric_alarm.errors[*].arn)
 }
+
+################################################################################
+# Tail
+################################################################################
+
+output "tail_service_name" {
+  description = "Name of the application-and-tailer ECS service (null unless tail_enabled)."
+  value       = one(aws_ecs_service.tail[*].name)
+}
+
+output "tail_task_role_arn" {
+  description = "IAM role of the application-and-tailer tasks (MSK IAM for the tailer); attach the application's own permissions to it."
+  value       = one(aws_iam_role.tail[*].arn)
+}
+
+output "tail_container_definition" {
+  description = "The tailer's container definition, to add to a task definition of your own with a volume named \"logs\" that your application writes at tail_log_path."
+  value       = local.tail_container
+}

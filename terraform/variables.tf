@@ -571,3 +571,107 @@ variable "error_alarm_threshold" {
   type        = number
   default     = 0
 }
+
+################################################################################
+# Tail: eventfleet tail beside an application that writes log files
+################################################################################
+
+variable "tail_enabled" {
+  description = "Run eventfleet tail beside an application, in an ECS service of its own: each task runs tail_app_container, which writes its log files to a task volume at tail_log_path, and the tailer, which reads them ([ingest] of pipeline_toml) into Kafka. Off by default."
+  type        = bool
+  default     = false
+}
+
+variable "tail_app_container" {
+  description = "The application container that writes the log files: an ECS container definition as an object (name, image, command, portMappings, ...). The module adds the log volume at tail_log_path, read-write, and starts it after the tailer (so it stops before it). Required with tail_enabled."
+  type        = any
+  default     = null
+
+  validation {
+    condition     = var.tail_app_container == null || try(length(var.tail_app_container.name) > 0 && length(var.tail_app_container.image) > 0 && var.tail_app_container.name != "tail", false)
+    error_message = "tail_app_container must be a container definition object with a name (other than \"tail\") and an image."
+  }
+}
+
+variable "tail_log_path" {
+  description = "Where the log volume is mounted in the application (read-write) and in the tailer (read-only): [ingest] paths of the pipeline are globs under it."
+  type        = string
+  default     = "/var/log/app"
+
+  validation {
+    condition     = can(regex("^/[^*?\\[]*[^/]$", var.tail_log_path))
+    error_message = "tail_log_path must be an absolute folder path without glob characters or a trailing slash."
+  }
+}
+
+variable "tail_tasks" {
+  description = "Tasks of the application-and-tailer service. Each task has its own log volume and its own tailer (named after the task's host name), so the count follows the application's needs."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.tail_tasks >= 1 && floor(var.tail_tasks) == var.tail_tasks
+    error_message = "tail_tasks must be a whole number >= 1."
+  }
+}
+
+variable "tail_cpu" {
+  description = "CPU units of an application-and-tailer task (1024 = 1 vCPU), for both containers: the tailer needs up to one vCPU at full speed."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.tail_cpu)
+    error_message = "tail_cpu must be one of Fargate's sizes: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "tail_memory" {
+  description = "Memory of an application-and-tailer task in MiB; must be a size Fargate allows for tail_cpu (checked at plan time)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.tail_memory >= 512 && var.tail_memory <= 122880 && floor(var.tail_memory) == var.tail_memory
+    error_message = "tail_memory must be a whole number of MiB between 512 and 122880."
+  }
+}
+
+variable "tail_topic" {
+  description = "The topic the tailer writes ([ingest] topic). Null: the first of topics, eventfleet's default. IAM grants writing it, its dead-letter topic and the tailer's positions topic (<topic>.tail-positions)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.tail_topic == null || can(regex("^[A-Za-z0-9._-]{1,249}$", coalesce(var.tail_topic, "x")))
+    error_message = "tail_topic must be a Kafka topic name (letters, digits, '.', '_', '-')."
+  }
+}
+
+variable "tail_metrics_port" {
+  description = "Port of the tailer's /metrics, /healthz and /readyz ([ingest] metrics_port, 9401 by default); must differ from the application's ports."
+  type        = number
+  default     = 9401
+
+  validation {
+    condition     = var.tail_metrics_port >= 1024 && var.tail_metrics_port <= 65535
+    error_message = "tail_metrics_port must be between 1024 and 65535 (the image runs as a non-root user)."
+  }
+}
+
+variable "tail_stop_timeout" {
+  description = "Seconds ECS waits after SIGTERM before SIGKILL of the tailer, which commits what it read and exits: a few seconds are enough."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.tail_stop_timeout >= 2 && var.tail_stop_timeout <= 120
+    error_message = "tail_stop_timeout must be between 2 and 120 seconds (Fargate's limits)."
+  }
+}
+
+variable "tail_security_group_ids" {
+  description = "More security groups of the application-and-tailer tasks (e.g. one that lets traffic in to the application); the tasks' own group already allows Kafka and HTTPS out."
+  type        = list(string)
+  default     = []
+}

@@ -118,12 +118,45 @@ def test_a_document_without_the_markers_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_committed_tables_are_those_of_the_newest_results() -> None:
-    """docs/performance.md holds what `make bench-report` writes from bench/results/ now."""
+    """docs/performance.md and docs/ingest-deployment.md (the tailers) hold what `make bench-report`
+    writes from bench/results/ now."""
     doc = ROOT / "docs" / "performance.md"
     out = subprocess.run(
         [sys.executable, str(REPORT)], capture_output=True, text=True, timeout=60, cwd=doc.parent, check=True
     )
-    text = doc.read_text()
+    text = doc.read_text() + (ROOT / "docs" / "ingest-deployment.md").read_text()
     for block in out.stdout.strip().split("\n\n<!-- bench:"):
         block = block if block.startswith("<!--") else "<!-- bench:" + block
         assert block.strip() in text
+
+
+def test_the_tail_table_holds_the_medians_and_every_loss(tmp_path: Path) -> None:
+    machine = json.loads(write_results(tmp_path).read_text())["machine"]
+    run = {"lines_per_s": 100.0, "cpu_s_per_m": 4.0, "rss_mb": 80.4, "lost": 0, "duplicated": 0}
+    doc = {
+        "benchmark": "tail",
+        "run": "20990101-000001",
+        "lines": 1000,
+        "repeat": 3,
+        "machine": {**machine, "rsyslog": "8.2302.0"},
+        "summary": {},  # deliberately empty: the report computes the medians from the runs
+        "contenders": {
+            "eventfleet": [{**run, "lines_per_s": 150.0}, {**run, "lines_per_s": 120.0}, {**run, "cpu_s_per_m": 3.0}],
+            "naive": [{**run, "cpu_s_per_m": 9.0}, {**run, "cpu_s_per_m": 8.0}, {**run, "cpu_s_per_m": 10.0}],
+            "rsyslog": [{**run, "lost": 1}, run, {**run, "lines_per_s": 300.0, "cpu_s_per_m": 2.0}],
+        },
+    }
+    path = tmp_path / "tail-20990101-000001.json"
+    path.write_text(json.dumps(doc))
+    out = report(str(path))
+    assert out.returncode == 0, out.stderr
+    assert "rsyslog 8.2302.0; 1,000 lines, median of `--repeat 3`" in out.stdout
+    assert table_rows(out.stdout, "| contender | lines/s |") == {
+        "eventfleet tail": ["120", "4.00", "80 MB", "0", "0"],
+        "naive loop": ["100", "9.00", "80 MB", "0", "0"],
+        "rsyslog imfile + omkafka": ["100", "4.00", "80 MB", "1", "0"],
+    }
+    assert table_rows(out.stdout, "| ratio |") == {
+        "eventfleet / naive": ["1.20x", "2.25x"],
+        "eventfleet / rsyslog": ["1.20x", "1.00x"],
+    }

@@ -1,18 +1,25 @@
 """docker-compose.yml cannot run here (no Docker daemon): check its structure instead, against the
 Compose specification's JSON schema and against the files, ports and names it ties together."""
 
+import argparse
+import ast
+import fnmatch
 import json
 import re
+import subprocess
+import sys
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import jsonschema
 import pytest
 import yaml
 
-from consumer import devregistry
+from consumer import cli, devregistry
 from consumer.window import parse_duration_ms
 
 from .conftest import ROOT, load_as_in_container
@@ -49,7 +56,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 def test_services_and_pinned_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"kafka", "topic", "registry", "generator", "fleet", "prometheus", "grafana"}
+    assert set(services) == {"kafka", "topic", "registry", "generator", "app", "tail", "fleet", "prometheus", "grafana"}
     assert services["kafka"]["image"].startswith("apache/kafka:"), "the official Apache Kafka image"
     for name, service in services.items():
         image = service["image"]
@@ -119,7 +126,7 @@ def test_prometheus_scrapes_the_fleet_and_grafana_gets_the_dashboard(compose: di
     assert f"{port}:{port}" in services["fleet"]["ports"]
     prometheus = yaml.safe_load(_binds(services["prometheus"])["/etc/prometheus/prometheus.yml"].read_text())
     targets = [t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
-    assert targets == [f"fleet:{port}"]
+    assert targets == [f"fleet:{port}", f"tail:{_args(services['tail'], '--metrics-port')}"]
 
     grafana = _binds(services["grafana"])
     dashboard = next(c for c, h in grafana.items() if h.name == "eventfleet.json")
@@ -144,6 +151,93 @@ def test_docker_stop_waits_for_the_last_flush(compose: dict[str, Any]) -> None:
         toml.get("fleet", {}).get("shutdown_grace", "30s")
     )
     assert parse_duration_ms(fleet["stop_grace_period"]) > needed_ms
+
+
+def _volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Named volumes of a service: volume -> (container path, read-only)."""
+    out = {}
+    for volume in service.get("volumes", []):
+        source, container, *mode = volume.split(":")
+        if not source.startswith((".", "/")):
+            out[source] = (container, "ro" in mode)
+    return out
+
+
+def test_the_tailer_reads_the_apps_log_volume_read_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    app, tail = services["app"], services["tail"]
+    [(volume, (app_dir, app_ro))] = _volumes(app).items()
+    tail_dir, tail_ro = _volumes(tail)[volume]
+    assert volume in compose["volumes"]
+    assert not app_ro and tail_ro, "the app writes the logs; the tailer only reads them"
+    # a new volume takes the owner of the first mount point it is mounted on: the app's, not the tailer's
+    assert "app" in tail["depends_on"]
+    # the app writes app.log in its working directory: the image's, the volume's mount point
+    workdir = re.findall(r"^WORKDIR (\S+)$", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    assert workdir[-1] == app_dir and 'open("app.log", "a")' in app["entrypoint"][2]
+    toml = tomllib.loads(_binds(tail)[PIPELINE_IN_CONTAINER].read_text())
+    ingest = toml["ingest"]
+    assert [p for p in ingest["paths"] if fnmatch.fnmatch(f"{tail_dir}/app.log", p)], "[ingest] paths find app.log"
+    assert all(p.startswith(tail_dir + "/") for p in ingest["paths"]), "every path is on the mounted volume"
+    assert ingest["topic"] == _args(services["topic"], "--topic") == toml["kafka"]["topics"][0]
+    assert ingest["format"] == "jsonl" and ingest["start"] in ("beginning", "end")
+    schema = json.loads((ROOT / "schemas" / "ad_event.avsc").read_text())
+    assert ingest["key"] in {f["name"] for f in schema["fields"]}
+    # the default name derives from the host name, which compose changes on every recreate: the
+    # positions of the files on the volume (which stays) would be lost, and every line read again
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", ingest.get("id", "")), "[ingest] id: a fixed tailer name"
+    assert _binds(tail) == _binds(services["fleet"]), "the tailer and the fleet share one pipeline file"
+
+
+def test_the_tailer_command_health_and_stop(compose: dict[str, Any]) -> None:
+    tail = compose["services"]["tail"]
+    argv = tail["entrypoint"]
+    assert argv[:3] == ["tini", "--", "eventfleet"], "tini passes SIGTERM on: the tailer commits and exits 0"
+    port = int(_args(tail, "--metrics-port") or 0)
+    assert f"{port}:{port}" in tail["ports"]
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(tail["healthcheck"]["test"])
+    assert port != tomllib.loads(_binds(tail)[PIPELINE_IN_CONTAINER].read_text())["metrics"]["port"]
+    assert parse_duration_ms(tail["stop_grace_period"]) >= 20_000, "time to commit the last transaction"
+    assert tail["restart"] == "unless-stopped"
+    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "tail" not in commands.choices:
+        pytest.skip("eventfleet tail is not in this build yet (branch tail)")
+    args = cli._parser().parse_args(argv[3:])
+    assert (args.config, args.metrics_port) == (PIPELINE_IN_CONTAINER, port)
+
+
+def test_the_app_writes_schema_valid_lines_with_partial_writes_and_rotates(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The stand-in app's script itself, run here (rotating every 1,000 lines instead of 100,000):
+    every complete line is an event of the schema, numbered without a gap across the rotation."""
+    script = compose["services"]["app"]["entrypoint"][2]
+    ast.parse(script)
+    assert "n % 100_000 == 0" in script
+    argv = [sys.executable, "-c", script.replace("n % 100_000 == 0", "n % 1_000 == 0")]
+    proc = subprocess.Popen(argv, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((tmp_path / "app.log.1").exists() and (tmp_path / "app.log").exists()):
+            assert proc.poll() is None, "the writer exited"
+            assert time.monotonic() < deadline, "no rotation within 60 s"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    rotated = (tmp_path / "app.log.1").read_text()
+    # killed between the rename and the next write, there is no live file yet
+    live = (tmp_path / "app.log").read_text() if (tmp_path / "app.log").exists() else ""
+    assert rotated.endswith("\n"), "a rotated file ends with a complete line"
+    lines = rotated.splitlines() + live.split("\n")[:-1]  # the live file's last line may be partial
+    schema = fastavro.parse_schema(json.loads((ROOT / "schemas" / "ad_event.avsc").read_text()))
+    numbers = []
+    for line in lines:
+        event = json.loads(line)
+        assert fastavro.validate(event, schema), line
+        numbers.append(int(event["event_id"].removeprefix("app-")))
+    assert len(rotated.splitlines()) == 1_000
+    assert numbers[0] % 1_000 == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers)))
 
 
 def test_the_registry_is_the_one_eventfleet_registry_runs(compose: dict[str, Any]) -> None:

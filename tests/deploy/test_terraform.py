@@ -10,6 +10,7 @@ variable validations, and the expressions (copied from main.tf) behind the task 
 IAM resource ARNs and the SQLite guard.
 """
 
+import argparse
 import json
 import os
 import re
@@ -185,7 +186,9 @@ def test_key_variables_are_validated() -> None:
                  "pipeline_toml", "schema_avsc", "config_delivery", "topics", "consumer_group", "partitions",
                  "msk_cluster_arn", "msk_broker_count", "msk_enhanced_monitoring", "min_tasks", "max_tasks",
                  "log_retention_days", "kafka_egress_cidr_blocks", "secrets", "schema_registry_url",
-                 "schema_registry_secret_arn", "schema_registry_auth"):  # fmt: skip
+                 "schema_registry_secret_arn", "schema_registry_auth", "tail_app_container", "tail_log_path",
+                 "tail_tasks", "tail_cpu", "tail_memory", "tail_topic", "tail_metrics_port",
+                 "tail_stop_timeout"):  # fmt: skip
         assert variables[name].get("validation"), f"variable {name} has no validation block"
 
 
@@ -214,9 +217,29 @@ def _policy_statements(body: dict[str, Any]) -> list[dict[str, Any]]:
     return statements
 
 
+# What the tailer does on MSK: a transactional, idempotent producer of its topic, dead letters and
+# positions (creating the last two), reading its positions back at start.
+MSK_TAIL_ACTIONS = {
+    "kafka-cluster:Connect",
+    "kafka-cluster:WriteDataIdempotently",
+    "kafka-cluster:DescribeTopic",
+    "kafka-cluster:WriteData",
+    "kafka-cluster:CreateTopic",
+    "kafka-cluster:ReadData",
+    "kafka-cluster:DescribeTransactionalId",
+    "kafka-cluster:AlterTransactionalId",
+}
+# Each document's statements name only these locals as resources.
+MSK_RESOURCES = {
+    "aws_iam_policy_document.msk": r"msk_(cluster_arn|topic_arns|dlq_arns|group_arn)",
+    "aws_iam_policy_document.msk_tail": r"msk_(cluster_arn|tail_topic_arns|tail_created_arns|tail_positions_arn"
+    r"|tail_transactional_arn)",
+}
+
+
 def test_msk_permissions_are_least_privilege() -> None:
     documents = _module("data")
-    seen: set[str] = set()
+    seen: dict[str, set[str]] = {name: set() for name in MSK_RESOURCES}
     for name, body in documents.items():
         if not name.startswith("aws_iam_policy_document."):
             continue
@@ -225,16 +248,16 @@ def test_msk_permissions_are_least_privilege() -> None:
             actions = set(re.findall(r"kafka-cluster:[A-Za-z*]+", actions_text))
             if not actions:
                 continue
-            assert name == "aws_iam_policy_document.msk", f"kafka-cluster actions outside the msk document: {name}"
-            assert actions <= MSK_ACTIONS, f"unexpected actions {actions - MSK_ACTIONS}"
+            assert name in MSK_RESOURCES, f"kafka-cluster actions outside the msk documents: {name}"
             assert not any("*" in a for a in actions)
             resources = json.dumps(statement["resources"])
             assert '"*"' not in resources, f"{statement.get('sid')}: kafka-cluster actions on every resource"
-            assert re.fullmatch(r'\[?"\$\{local\.msk_(cluster_arn|topic_arns|dlq_arns|group_arn)\}"\]?', resources), (
+            assert re.fullmatch(rf'\[?"\$\{{local\.{MSK_RESOURCES[name]}\}}"\]?', resources), (
                 f"{statement.get('sid')}: resources must be the cluster, topic, group or DLQ ARNs, got {resources}"
             )
-            seen |= actions
-    assert seen == MSK_ACTIONS
+            seen[name] |= actions
+    assert seen["aws_iam_policy_document.msk"] == MSK_ACTIONS
+    assert seen["aws_iam_policy_document.msk_tail"] == MSK_TAIL_ACTIONS
     # Reading is granted on the source topics, writing on the dead-letter topics only.
     statements = {s["sid"]: s for s in _policy_statements(documents["aws_iam_policy_document.msk"])}
     assert statements["ReadTheSourceTopics"]["resources"] == "${local.msk_topic_arns}"
@@ -242,6 +265,12 @@ def test_msk_permissions_are_least_privilege() -> None:
     assert statements["WriteTheDeadLetterTopics"]["resources"] == "${local.msk_dlq_arns}"
     assert "CreateTopic" in statements["WriteTheDeadLetterTopics"]["actions"]
     assert "var.dlq_topic_auto_create" in statements["WriteTheDeadLetterTopics"]["actions"]
+    # The tailer reads only its positions, and creates only its dead-letter and positions topics.
+    tail = {s["sid"]: s for s in _policy_statements(documents["aws_iam_policy_document.msk_tail"])}
+    reads = [s for s in tail.values() if "kafka-cluster:ReadData" in s["actions"]]
+    assert [s["resources"] for s in reads] == [["${local.msk_tail_positions_arn}"]]
+    creates = [s for s in tail.values() if "kafka-cluster:CreateTopic" in s["actions"]]
+    assert [s["resources"] for s in creates] == ["${local.msk_tail_created_arns}"]
 
 
 GLUE_READ = {"glue:GetSchemaVersion"}
@@ -515,7 +544,10 @@ def test_good_inputs_pass_the_validations(tmp_path: Path) -> None:
               "glue_schema_registry": {"registry_name": "analytics", "register": True},
               "schema_registry_url": "https://psrc-12345.eu-west-1.aws.confluent.cloud",
               "schema_registry_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sr-AbCdEf",
-              "schema_registry_auth": "bearer"}  # fmt: skip
+              "schema_registry_auth": "bearer",
+              "tail_enabled": True, "tail_app_container": {"name": "shop", "image": "shop:1.0.0", "essential": True},
+              "tail_log_path": "/srv/shop/logs", "tail_tasks": 2, "tail_cpu": 512, "tail_memory": 1024,
+              "tail_topic": "shop-logs", "tail_metrics_port": 9401, "tail_stop_timeout": 20}  # fmt: skip
     result = _plan_variables(tmp_path, inputs)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -547,6 +579,14 @@ def test_bad_inputs_fail_their_validations(tmp_path: Path) -> None:
         "schema_registry_url": "psrc-12345.eu-west-1.aws.confluent.cloud:443",
         "schema_registry_secret_arn": "arn:aws:ssm:us-east-1:123456789012:parameter/sr-password",
         "schema_registry_auth": "oauth",
+        "tail_app_container": {"name": "tail", "image": "x:1"},
+        "tail_log_path": "var/log/app/",
+        "tail_tasks": 0,
+        "tail_cpu": 1000,
+        "tail_memory": 100,
+        "tail_topic": "app logs",
+        "tail_metrics_port": 80,
+        "tail_stop_timeout": 0,
     }
     result = _plan_variables(tmp_path, bad)
     assert result.returncode != 0
@@ -606,3 +646,167 @@ def test_readme_tables_match_the_module() -> None:
     for name in [*_module("variable"), *_module("output")]:
         assert f"| `{name}` |" in readme, name
     assert "make terraform-validate" in readme
+
+
+# ---------------------------------------------------------------------------------------------
+# tail: an application and eventfleet tail beside it (off by default)
+
+
+def _local_block(name: str) -> str:
+    """A local of main.tf that spans lines (an object, a merge(...)), as written."""
+    source = MAIN.read_text()
+    start = re.search(rf"^  {name}\s*=\s*", source, flags=re.M)
+    assert start, f"local {name} not in main.tf"
+    depth, i = 0, start.end()
+    for j, ch in enumerate(source[i:], i):
+        depth += 1 if ch in "{[(" else -1 if ch in "}])" else 0
+        if ch == "\n" and depth == 0:
+            return source[i:j]
+    raise AssertionError(f"local {name} does not end")
+
+
+def test_tail_is_off_by_default_and_every_tail_resource_follows_it() -> None:
+    variables = _module("variable")
+    assert variables["tail_enabled"]["default"] is False
+    tail_resources = {k: v for k, v in _module("resource").items() if k.split(".")[1].startswith("tail")}
+    assert set(tail_resources) == {
+        "aws_iam_role.tail",
+        "aws_iam_role_policy.tail_msk",
+        "aws_iam_role_policy.tail_glue",
+        "aws_ecs_task_definition.tail",
+        "aws_ecs_service.tail",
+    }
+    counts = ("${var.tail_enabled ? 1 : 0}", "${local.msk_tail ? 1 : 0}",
+              "${var.tail_enabled && var.glue_schema_registry != null ? 1 : 0}")  # fmt: skip
+    for name, body in tail_resources.items():
+        assert body["count"] in counts, name
+    glue = tail_resources["aws_iam_role_policy.tail_glue"]
+    assert glue["role"] == "${aws_iam_role.tail[0].id}"
+    assert glue["policy"] == "${data.aws_iam_policy_document.glue[0].json}", "the workers' Glue permissions"
+    assert _locals_source()["msk_tail"] == "var.tail_enabled && local.on_msk"
+
+
+def test_tail_task_shares_a_log_volume_between_the_app_and_the_tailer() -> None:
+    resources = _module("resource")
+    task = resources["aws_ecs_task_definition.tail"]
+    assert task["container_definitions"] == "${jsonencode([local.tail_container, local.tail_app])}"
+    assert task["task_role_arn"] == "${aws_iam_role.tail[0].arn}", "the tailer's own role, not the fleet's"
+    [volumes] = task["dynamic"]
+    assert volumes["volume"]["for_each"].startswith('${concat(["logs"]'), "the log volume, always"
+    service = resources["aws_ecs_service.tail"]
+    assert service["desired_count"] == "${var.tail_tasks}"
+    assert service["task_definition"] == "${aws_ecs_task_definition.tail[0].arn}"
+    assert service["deployment_circuit_breaker"] == [{"enable": True, "rollback": True}]
+    assert service["network_configuration"][0]["assign_public_ip"] == "${var.assign_public_ip}"
+
+
+def _evaluate_tail(tmp_path: Path, app: dict[str, Any] | None, **variables: Any) -> dict[str, Any]:
+    """tail_app and tail_container as main.tf writes them, evaluated by terraform; the log group
+    (a resource) and the fleet's environment stand in as fixed locals."""
+    module = tmp_path / "tail"
+    module.mkdir()
+    inputs = {
+        "tail_app_container": app,
+        "image": "eventfleet:1.2.3",
+        "tail_log_path": "/var/log/app",
+        "tail_metrics_port": 9401,
+        "tail_stop_timeout": 30,
+        "readonly_root_filesystem": False,
+        **variables,
+    }
+    fixed = {
+        "region": "eu-west-1",
+        "log_group_name": "/ecs/shop",
+        "environment": {"AWS_REGION": "eu-west-1"},
+        "secrets": {"EVENTFLEET_PIPELINE": "arn:aws:ssm:x"},
+    }
+    container = _local_block("tail_container").replace("aws_cloudwatch_log_group.fleet.name", "local.log_group_name")
+    module.joinpath("main.tf").write_text(
+        "\n".join(f'variable "{v}" {{\n  type    = any\n  default = null\n}}' for v in inputs)
+        + "\n".join(f'\nvariable "fixed_{f}" {{\n  type    = any\n}}' for f in fixed)
+        + "\nlocals {\n"
+        + "".join(f"  {f} = var.fixed_{f}\n" for f in fixed)
+        + f"  tail_container = {container}\n  tail_app = {_local_block('tail_app')}\n}}\n"
+        + 'output "tail_container" {\n  value = local.tail_container\n}\n'
+        + 'output "tail_app" {\n  value = local.tail_app\n}\n'
+    )
+    args = [f"  {k} = {_hcl_value(v)}" for k, v in inputs.items()]
+    args += [f"  fixed_{k} = {_hcl_value(v)}" for k, v in fixed.items()]
+    tmp_path.joinpath("main.tf").write_text(
+        'module "t" {\n  source = "./tail"\n' + "\n".join(args) + '\n}\noutput "t" {\n  value = module.t\n}\n'
+    )
+    _terraform(tmp_path, "init", "-input=false", "-backend=false", cwd=tmp_path)
+    _terraform(tmp_path, "apply", "-input=false", "-auto-approve", cwd=tmp_path)
+    value: dict[str, Any] = json.loads(_terraform(tmp_path, "output", "-json", cwd=tmp_path).stdout)["t"]["value"]
+    return value
+
+
+def test_the_app_writes_the_volume_the_tailer_reads_and_stops_first(tmp_path: Path) -> None:
+    app = {
+        "name": "shop",
+        "image": "registry.example.com/shop:1.0.0",
+        "essential": True,
+        "portMappings": [{"containerPort": 8080}],
+        "mountPoints": [{"sourceVolume": "cache", "containerPath": "/cache", "readOnly": False}],
+    }
+    got = _evaluate_tail(tmp_path, app, tail_log_path="/srv/shop/logs", tail_metrics_port=9500)
+    shop, tailer = got["tail_app"], got["tail_container"]
+    assert shop["name"] == "shop" and shop["portMappings"] == app["portMappings"], "the caller's definition, kept"
+    assert shop["mountPoints"] == [
+        *app["mountPoints"],
+        {"sourceVolume": "logs", "containerPath": "/srv/shop/logs", "readOnly": False},
+    ]
+    # ECS stops containers in the reverse order of their dependencies: the app, then the tailer
+    assert shop["dependsOn"] == [{"containerName": "tail", "condition": "START"}]
+    assert tailer["mountPoints"] == [{"sourceVolume": "logs", "containerPath": "/srv/shop/logs", "readOnly": True}]
+    assert tailer["essential"] is False and tailer["restartPolicy"]["enabled"] is True, "restarted in place"
+    assert tailer["image"] == "eventfleet:1.2.3" and tailer["entryPoint"] == ["eventfleet"]
+    assert tailer["portMappings"] == [{"name": "tail-metrics", "containerPort": 9500, "protocol": "tcp"}]
+    assert "http://127.0.0.1:9500/healthz" in tailer["healthCheck"]["command"][1]
+    assert tailer["stopTimeout"] == 30
+    assert tailer["logConfiguration"]["options"]["awslogs-group"] == "/ecs/shop"
+    assert tailer["secrets"] == [{"name": "EVENTFLEET_PIPELINE", "valueFrom": "arn:aws:ssm:x"}]
+    command = tailer["command"]
+    assert command[command.index("tail") + 1 :] == ["--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", "9500"]
+    from consumer import cli
+
+    parser = cli._parser()
+    if "tail" not in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices:
+        pytest.skip("eventfleet tail is not in this build yet (branch tail)")
+    args = parser.parse_args(command)
+    assert (args.config, args.metrics_port) == ("env:EVENTFLEET_PIPELINE", 9500)
+
+
+def test_the_tailers_msk_arns(tmp_path: Path) -> None:
+    cluster = "arn:aws:kafka:eu-west-1:123456789012:cluster/ad-stats/0f1e2d3c-aaaa-bbbb-cccc-0123456789ab-2"
+    on_msk = {"on_msk": True, "msk_cluster_arn": cluster}
+    cases = {
+        "default_topic": ({"tail_topic": None, "topics": ["ad-events", "clicks"], "tail_enabled": True}, on_msk),
+        "own_topic": ({"tail_topic": "app-logs", "topics": ["ad-events"], "tail_enabled": True}, on_msk),
+        "off": ({"tail_topic": None, "topics": ["ad-events"], "tail_enabled": False}, on_msk),
+    }
+    names = [
+        "msk_arn_base",
+        "msk_cluster_path",
+        "tail_topic",
+        "tail_positions_topic",
+        "tail_dlq_topic",
+        "msk_tail",
+        "msk_tail_topic_arns",
+        "msk_tail_created_arns",
+        "msk_tail_positions_arn",
+        "msk_tail_transactional_arn",
+    ]
+    got = _evaluate(tmp_path, cases, names)
+    base, path = "arn:aws:kafka:eu-west-1:123456789012", "ad-stats/0f1e2d3c-aaaa-bbbb-cccc-0123456789ab-2"
+    d = got["default_topic"]
+    assert d["msk_tail_topic_arns"] == [
+        f"{base}:topic/{path}/ad-events",
+        f"{base}:topic/{path}/ad-events.dlq",
+        f"{base}:topic/{path}/ad-events.tail-positions",
+    ]
+    assert d["msk_tail_created_arns"] == d["msk_tail_topic_arns"][1:]
+    assert d["msk_tail_positions_arn"] == f"{base}:topic/{path}/ad-events.tail-positions"
+    assert d["msk_tail_transactional_arn"] == f"{base}:transactional-id/{path}/eventfleet-tail-*"
+    assert got["own_topic"]["msk_tail_positions_arn"] == f"{base}:topic/{path}/app-logs.tail-positions"
+    assert got["off"]["msk_tail_topic_arns"] == [] and got["off"]["msk_tail_transactional_arn"] is None

@@ -278,6 +278,24 @@ max_consecutive = {{ $v.dlq.maxConsecutive | int }}
 max_invalid_ratio = {{ $v.dlq.maxInvalidRatio | float64 }}
 {{- end }}
 ratio_window = {{ $v.dlq.ratioWindow | int }}
+{{- if $v.tail.enabled }}
+
+[ingest]
+paths = {{ $v.tail.paths | toJson }}
+format = {{ $v.tail.format | toJson }}
+{{- if $v.tail.pattern }}
+pattern = {{ $v.tail.pattern | toJson }}
+{{- end }}
+topic = {{ $v.tail.topic | default (first $v.kafka.topics) | toJson }}
+{{- if $v.tail.key }}
+key = {{ $v.tail.key | toJson }}
+{{- end }}
+start = {{ $v.tail.start | toJson }}
+{{- with include "eventfleet.tailId" . }}
+id = {{ . | toJson }}
+{{- end }}
+metrics_port = {{ $v.tail.metricsPort | int }}
+{{- end }}
 {{ end }}
 
 {{/* eventfleet.checks: refuse value combinations that would run but be wrong. */}}
@@ -310,5 +328,242 @@ ratio_window = {{ $v.dlq.ratioWindow | int }}
 {{- end }}
 {{- if and .Values.registry.existingSecret (not .Values.registry.auth) }}
 {{- fail "registry.existingSecret is set but registry.auth is empty: set registry.auth to basic or bearer, or remove the Secret" }}
+{{- end }}
+{{- end }}
+
+{{/* eventfleet.env: the environment of every eventfleet container (the fleet, the tailer): what pipeline.toml reads. */}}
+{{- define "eventfleet.env" -}}
+{{- if .Values.kafka.sasl.mechanism }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.usernameKey }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- with .Values.registry }}
+{{- if .url }}
+- name: EVENTFLEET_REGISTRY_URL
+  value: {{ .url | quote }}
+{{- end }}
+{{- if eq .auth "basic" }}
+- name: EVENTFLEET_REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .usernameKey }}
+- name: EVENTFLEET_REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- else if eq .auth "bearer" }}
+- name: EVENTFLEET_REGISTRY_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .tokenKey }}
+{{- end }}
+{{- end }}
+{{- if .Values.kafka.region }}
+- name: AWS_REGION
+  value: {{ .Values.kafka.region | quote }}
+{{- end }}
+{{- if eq .Values.sink.type "postgres" }}
+{{- with .Values.sink.postgres }}
+{{- if .dsnSecret }}
+- name: EVENTFLEET_POSTGRES_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .dsnSecret }}
+      key: {{ .dsnKey }}
+{{- end }}
+{{- if .host }}
+- name: PGHOST
+  value: {{ .host | quote }}
+{{- end }}
+{{- if .port }}
+- name: PGPORT
+  value: {{ .port | quote }}
+{{- end }}
+{{- if .database }}
+- name: PGDATABASE
+  value: {{ .database | quote }}
+{{- end }}
+{{- if .user }}
+- name: PGUSER
+  value: {{ .user | quote }}
+{{- end }}
+{{- if .sslmode }}
+- name: PGSSLMODE
+  value: {{ .sslmode | quote }}
+{{- end }}
+{{- if .passwordSecret }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .passwordSecret }}
+      key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+# where `kill -USR2` profiles land (the root filesystem is read-only)
+- name: EVENTFLEET_PROFILE_DIR
+  value: /tmp
+{{- with .Values.extraEnv }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/* eventfleet.tailName: name of the tailer's Deployment (and its pods' app.kubernetes.io/name). */}}
+{{- define "eventfleet.tailName" -}}
+{{- printf "%s-tail" (include "eventfleet.fullname" . | trunc 58 | trimSuffix "-") }}
+{{- end }}
+
+{{/* eventfleet.tailSelectorLabels: the labels that select the tailer's pod (never the fleet's, nor the fleet's the tailer's). */}}
+{{- define "eventfleet.tailSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-tail" (include "eventfleet.name" . | trunc 58 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: tail
+{{- end }}
+
+{{/* eventfleet.tailLabels: the common labels of the tailer's resources. */}}
+{{- define "eventfleet.tailLabels" -}}
+helm.sh/chart: {{ include "eventfleet.chart" . }}
+{{ include "eventfleet.tailSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* eventfleet.tailId: [ingest] id: tail.id, else "<fullname>-tail" on a shared volume, else "" (the pod's name: an emptyDir's files live as long as the pod). */}}
+{{- define "eventfleet.tailId" -}}
+{{- if .Values.tail.id }}
+{{- .Values.tail.id }}
+{{- else if not (hasKey (include "eventfleet.tailVolume" . | fromJson) "emptyDir") }}
+{{- include "eventfleet.tailName" . }}
+{{- end }}
+{{- end }}
+
+{{/* eventfleet.tailVolume: the log volume source as JSON: tail.volume, or an emptyDir when it is empty. */}}
+{{- define "eventfleet.tailVolume" -}}
+{{- .Values.tail.volume | default (dict "emptyDir" dict) | toJson }}
+{{- end }}
+
+{{/* eventfleet.tailContainer: the tailer container. Call with (dict "root" $ "sidecar" true) for a native sidecar (an init container that keeps running). Parent charts may include it in their own pod, with eventfleet.tailVolumes. */}}
+{{- define "eventfleet.tailContainer" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+- name: tail
+  image: {{ include "eventfleet.image" $root }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if .sidecar }}
+  # a native sidecar: started before the app and stopped after it, so that the last lines the
+  # app wrote are read and committed
+  restartPolicy: Always
+  {{- end }}
+  command:
+    - tini
+    - --
+    - eventfleet
+    - --log-format
+    - {{ $v.logFormat }}
+    - tail
+    - --config
+    - /etc/eventfleet/pipeline.toml
+    - --metrics-port
+    - {{ $v.tail.metricsPort | quote }}
+  ports:
+    - name: tail-metrics
+      containerPort: {{ $v.tail.metricsPort }}
+      protocol: TCP
+  env:
+    {{- include "eventfleet.env" $root | trim | nindent 4 }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: tail-metrics
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 6
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: tail-metrics
+    periodSeconds: 5
+    timeoutSeconds: 5
+  resources:
+    {{- toYaml $v.tail.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: config
+      mountPath: /etc/eventfleet
+      readOnly: true
+    - name: tail-tmp
+      mountPath: /tmp
+    # the tailer never writes, truncates nor deletes a log file
+    - name: logs
+      mountPath: {{ $v.tail.mountPath }}
+      readOnly: true
+    {{- if $v.kafka.tls.caSecret }}
+    - name: kafka-ca
+      mountPath: /etc/kafka-tls/ca
+      readOnly: true
+    {{- end }}
+    {{- if $v.kafka.tls.clientSecret }}
+    - name: kafka-client
+      mountPath: /etc/kafka-tls/client
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* eventfleet.tailVolumes: the volumes eventfleet.tailContainer mounts (config, tail-tmp, logs, the Kafka TLS secrets). */}}
+{{- define "eventfleet.tailVolumes" -}}
+{{- $v := .Values }}
+- name: config
+  configMap:
+    name: {{ include "eventfleet.fullname" . }}
+- name: tail-tmp
+  emptyDir:
+    sizeLimit: {{ $v.tmpSizeLimit }}
+- name: logs
+  {{- include "eventfleet.tailVolume" . | fromJson | toYaml | nindent 2 }}
+{{- if $v.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $v.kafka.tls.caSecret }}
+    items:
+      - key: {{ $v.kafka.tls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- if $v.kafka.tls.clientSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ $v.kafka.tls.clientSecret }}
+    items:
+      - key: {{ $v.kafka.tls.certKey }}
+        path: tls.crt
+      - key: {{ $v.kafka.tls.keyKey }}
+        path: tls.key
+{{- end }}
+{{- end }}
+
+{{/* eventfleet.tailChecks: refuse tail values that would render but tail nothing. */}}
+{{- define "eventfleet.tailChecks" -}}
+{{- $t := .Values.tail }}
+{{- if and (not $t.app) (hasKey (include "eventfleet.tailVolume" . | fromJson) "emptyDir") }}
+{{- fail "tail.volume is an emptyDir of the tailer's own pod and tail.app is empty: nothing would write the files. Fix: give tail.app (the container that writes them), or a volume the writers share (e.g. a ReadWriteMany persistentVolumeClaim)" }}
+{{- end }}
+{{- if and $t.app (eq (toString $t.app.name) "tail") }}
+{{- fail "tail.app.name is tail, the tailer's own container name. Fix: name the app container otherwise" }}
+{{- end }}
+{{- range $t.paths }}
+{{- if not (hasPrefix (printf "%s/" (trimSuffix "/" $t.mountPath)) .) }}
+{{- fail (printf "tail.paths %q is not under tail.mountPath %q: the tailer sees the log volume only there. Fix: write the glob under %s/" . $t.mountPath (trimSuffix "/" $t.mountPath)) }}
+{{- end }}
 {{- end }}
 {{- end }}
