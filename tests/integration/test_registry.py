@@ -4,6 +4,7 @@ own AvroSerializer against a real registry, read exactly by the workers (real br
 import copy
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -139,9 +140,11 @@ def test_unknown_ids_missing_magic_bytes_and_truncated_bodies_are_dead_letters(
 
 class CountingProxy:
     """A plain HTTP proxy in front of the registry that counts the requests per path: what the
-    registry was asked, counted outside eventfleet."""
+    registry was asked, counted outside eventfleet. ``authorization``: the one Authorization
+    header it lets through (else 401, as a registry with authentication answers); ``tls``: the
+    (certificate, key) files it serves HTTPS with."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, authorization: str | None = None, tls: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.counts: Counter[str] = Counter()
         proxy = self
@@ -149,6 +152,14 @@ class CountingProxy:
         class Handler(BaseHTTPRequestHandler):
             def _forward(self) -> None:
                 proxy.counts[f"{self.command} {self.path}"] += 1
+                if authorization is not None and self.headers.get("Authorization") != authorization:
+                    self.send_response(401)
+                    body = b'{"error_code": 40101, "message": "Unauthorized"}'
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
                 r = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=10)
@@ -164,7 +175,13 @@ class CountingProxy:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from .conftest import SCHEMA_PATH, Kafka, assert_exact, combine, ground_truth, wait_for
-from .test_registry import _v2
+from .test_registry import CountingProxy, _v2
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +143,54 @@ def test_the_kafka_sink_frames_its_output_for_downstream_deserializers(
     rows = json.loads(shown.stdout)
     assert {(r["window_start"], r["campaign_id"], r["event_type"]): [r["events"], r["spend"], r["min_price"],
             r["max_price"]] for r in rows} == truth.rows  # fmt: skip
+
+
+def _certificate(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key."""
+    cert, key = tmp_path / "registry.pem", tmp_path / "registry.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize("auth", ["basic", "bearer"])
+def test_credentials_and_a_private_ca(
+    kafka: Kafka, pipeline, registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str
+) -> None:
+    """A registry behind HTTPS with a private CA that wants basic auth or a bearer token (a proxy
+    in front of the real registry checks them): the right ones produce and aggregate exactly; a
+    wrong one, or no CA, is one line at start-up."""
+    import base64
+
+    cert, key = _certificate(tmp_path)
+    upstream = registry_url.split("/apis/")[0]
+    if auth == "basic":
+        header = "Basic " + base64.b64encode(b"fleet:s3cr3t").decode()
+        right, wrong = 'username = "fleet"\npassword = "${EF_REGISTRY_SECRET}"', 'username = "fleet"\npassword = "x"'
+        monkeypatch.setenv("EF_REGISTRY_SECRET", "s3cr3t")
+    else:
+        header = "Bearer tok-123"
+        right, wrong = 'token = "${EF_REGISTRY_SECRET}"', 'token = "tok-999"'
+        monkeypatch.setenv("EF_REGISTRY_SECRET", "tok-123")
+    proxy = CountingProxy(upstream, authorization=header, tls=(cert, key))
+    try:
+        url = proxy.url + registry_url[len(upstream) :]
+        p = pipeline(partitions=2, schema=f'registry = "{url}"\n{right}\nca_file = "{cert}"')
+        produced = eventfleet("produce", "--config", str(p.path), "--count", "3000", "--start", "1800000000000")
+        assert produced.returncode == 0, produced.stderr
+        ends = kafka.ends(p.topic)
+        p.start_worker()
+        p.wait_caught_up(ends)
+        assert p.stop_all() == [0]
+        assert_exact(p, ground_truth([(q, v) for q, _, v in read_topic(kafka.bootstrap, p.topic, registry_url)]), ends)
+        assert proxy.counts  # everything went through the proxy
+
+        for schema, says in ((f'registry = "{url}"\n{wrong}\nca_file = "{cert}"', "refused the credentials"),
+                             (f'registry = "{url}"\n{right}', "CERTIFICATE_VERIFY_FAILED")):  # fmt: skip
+            bad = pipeline(partitions=1, schema=schema)
+            r = eventfleet("check-config", "--config", str(bad.path))
+            assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr
+    finally:
+        proxy.close()
