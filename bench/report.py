@@ -32,6 +32,16 @@ RATIOS = (
     ("eventfleet-1", "raw"),
     ("eventfleet-1-postgres", "eventfleet-1"),
     ("eventfleet-1-kafka", "eventfleet-1"),
+    ("eventfleet-1-registry", "eventfleet-1"),
+    ("eventfleet-1-registry", "naive-registry"),
+    ("eventfleet-1-registry", "quix-registry"),
+)
+# the schema registry's targets (#13): (a, b, measure, at least), where a / b by "events/s" is the
+# ratio of the events/s and by "CPU per event" that of the CPU-s per million events, b's over a's
+TARGETS = (
+    ("eventfleet-1-registry", "eventfleet-1", "CPU per event", 0.95),
+    ("eventfleet-1-registry", "naive-registry", "events/s", 1.5),
+    ("eventfleet-1-registry", "quix-registry", "events/s", 8.0),
 )
 STRATEGIES = ("copy", "unnest", "executemany")
 
@@ -83,6 +93,16 @@ def main_block(doc: dict[str, Any], source: str) -> str:
         f"{m['librdkafka']}), fastavro {m['fastavro']}; {doc['events']:,} events over {doc['partitions']} "
         f"partitions, median of `--repeat {doc['repeat']}` ({source}):",
         "",
+    ]
+    framing = doc.get("framing")
+    if framing:
+        lines += [
+            f"The `-registry` contenders read the same events framed for a schema registry (Confluent wire "
+            f"format), written by {framing['writer_versions']} interleaved writer versions, the writer schemas "
+            f"served by {framing['registry']} on the same machine.",
+            "",
+        ]
+    lines += [
         "| contender | events/s | CPU-s per million events | peak RSS |",
         "|---|---:|---:|---:|",
     ]
@@ -105,7 +125,28 @@ def main_block(doc: dict[str, Any], source: str) -> str:
             f"| {med[b]['cpu_s_per_m'] / med[a]['cpu_s_per_m']:.2f}x "
             f"| {', '.join(f'{x:.2f}' for x in rounds)} |"
         )
+    targets = [t for t in TARGETS if t[0] in med and t[1] in med]
+    if targets:
+        lines += [
+            "",
+            "| target | by | at least | medians | in each round | |",
+            "|---|---|---:|---:|---|---|",
+        ]
+    for a, b, by, least in targets:
+        got = _ratio(med[a], med[b], by)
+        rounds = [_ratio(ra, rb, by) for ra, rb in zip(doc["runs"][a], doc["runs"][b], strict=False)]
+        lines.append(
+            f"| {a} / {b} | {by} | {least:.2f}x | {got:.2f}x | {', '.join(f'{x:.2f}' for x in rounds)} "
+            f"| {'met' if got >= least else '**missed**'} |"
+        )
     return "\n".join(lines)
+
+
+def _ratio(a: dict[str, float], b: dict[str, float], by: str) -> float:
+    """a / b: by events/s, or by CPU per event (b's CPU-s per million over a's)."""
+    if by == "events/s":
+        return a["events_per_s"] / b["events_per_s"]
+    return b["cpu_s_per_m"] / a["cpu_s_per_m"]
 
 
 def memory_keys_block(doc: dict[str, Any], source: str) -> str:
