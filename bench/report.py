@@ -98,8 +98,8 @@ def main_block(doc: dict[str, Any], source: str) -> str:
     if framing:
         lines += [
             f"The `-registry` contenders read the same events framed for a schema registry (Confluent wire "
-            f"format), written by {framing['writer_versions']} interleaved writer versions, the writer schemas "
-            f"served by {framing['registry']} on the same machine.",
+            f"format), written by {_versions(framing['writer_versions'])}; {framing['registry']} on the same "
+            "machine serves the writer schemas.",
             "",
         ]
     lines += [
@@ -140,6 +140,10 @@ def main_block(doc: dict[str, Any], source: str) -> str:
             f"| {'met' if got >= least else '**missed**'} |"
         )
     return "\n".join(lines)
+
+
+def _versions(n: int) -> str:
+    return "one writer version" if n == 1 else f"{n} interleaved writer versions"
 
 
 def _ratio(a: dict[str, float], b: dict[str, float], by: str) -> float:

@@ -1,7 +1,7 @@
 """The eventfleet benchmark: contenders side by side on the same data, against a real broker.
 
     python bench/run.py [--events 2000000] [--repeat 3] [--only raw,naive,...] [--port 9092] [--pg-dsn DSN]
-                        [--registry-port 8081]
+                        [--registry-port 8081] [--writer-versions 2] [--tag NAME]
 
 Produces N events of the example schema once (8 partitions, fixed seed), then runs each contender
 on them with a fresh consumer group, --repeat times, and reports the median: events/s from the
@@ -13,8 +13,10 @@ started for the run and removed after it.
 
 The -registry contenders read the same events framed for a schema registry (Confluent wire
 format: 0x00, the schema id, the Avro body), produced once to a second topic by two interleaved
-writer versions (the second moves a field and adds one with a default), from the local registry
-on --registry-port: started for the run (and stopped after it) when none answers there.
+writer versions (the second moves a field and adds one with a default; --writer-versions 1: the
+example schema only), from the local registry on --registry-port: started for the run (and
+stopped after it) when none answers there. --tag NAME writes bench/results/NAME-<time>.json
+instead, which `make bench-report` leaves out (for side experiments).
 """
 
 import argparse
@@ -78,6 +80,9 @@ def main() -> int:
     ap.add_argument("--pg-dsn", help="PostgreSQL for eventfleet-1-postgres (default: a throwaway local server)")
     ap.add_argument("--registry-port", type=int, default=devregistry.DEFAULT_PORT,
                     help="the local schema registry of the -registry contenders (started if none answers)")  # fmt: skip
+    ap.add_argument("--writer-versions", type=int, choices=(1, 2), default=2,
+                    help="writer versions of the framed values, interleaved")  # fmt: skip
+    ap.add_argument("--tag", help="write bench/results/TAG-<time>.json (left out of the report)")
     args = ap.parse_args()
     only = [c for c in args.only.split(",") if c]
     unknown = set(only) - set(CONTENDERS)
@@ -128,7 +133,7 @@ def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
         admin.create_topics([NewTopic(framed_topic, args.partitions, 1)])[framed_topic].result(30)
         framed_file = write_pipeline(work, bootstrap, framed_topic, "bench-seed-framed", registry=REG.url)
         print(f"producing the same events framed for {REG.url} to {framed_topic} ...", flush=True)
-        framing = produce_framed(config.load(framed_file), args.events)
+        framing = produce_framed(config.load(framed_file), args.events, args.writer_versions)
     time.sleep(2)  # let the broker settle (log flushes) before the first measurement
 
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in only}
@@ -148,7 +153,7 @@ def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
     print_table(summary, args.events)
     for line in agreement["notes"]:
         print(line)
-    out = ROOT / "bench" / "results" / f"{run_id}.json"
+    out = ROOT / "bench" / "results" / (f"{args.tag}-{run_id}.json" if args.tag else f"{run_id}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(
@@ -365,15 +370,16 @@ def writer_v2(v1: dict[str, Any]) -> dict[str, Any]:
     return {**v1, "fields": [*price, *rest, added]}
 
 
-def produce_framed(pipeline: config.Pipeline, count: int) -> dict[str, Any]:
+def produce_framed(pipeline: config.Pipeline, count: int, versions: int = 2) -> dict[str, Any]:
     """The events ``produce`` writes for the schemaless topic (same seed, times, keys, hence
     partitions and order), framed for the pipeline's registry, written alternately by the
-    pipeline's schema and by :func:`writer_v2` (both registered under the topic's subject)."""
+    pipeline's schema and by :func:`writer_v2` (both registered under the topic's subject), or
+    all by the pipeline's schema when ``versions`` is 1."""
     assert pipeline.registry is not None
     topic = pipeline.kafka.topics[0]
     subject = pipeline.registry.subject_for(topic)
     v1 = dict(pipeline.schema)
-    encoders = [framed_encoder(pipeline.registry, subject, w) for w in (v1, writer_v2(v1))]
+    encoders = [framed_encoder(pipeline.registry, subject, w) for w in (v1, writer_v2(v1))[:versions]]
     stream = event_stream(pipeline, 7, START_MS, 2000.0, 0.02, MAX_DELAY_MS)  # produce()'s defaults
     key_field = pipeline.aggregate.group_by[0]
     producer = confluent_kafka.Producer(
@@ -393,11 +399,13 @@ def produce_framed(pipeline: config.Pipeline, count: int) -> dict[str, Any]:
 
     for i in range(count):
         record = next(stream)
-        if i % 2:
+        version = i % versions
+        if version:
             record["placement"] = PLACEMENTS[i % 3]
+        value, key = encoders[version](record), str(record[key_field]).encode()
         while True:
             try:
-                producer.produce(topic, encoders[i % 2](record), str(record[key_field]).encode(), on_delivery=delivered)
+                producer.produce(topic, value, key, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -408,7 +416,7 @@ def produce_framed(pipeline: config.Pipeline, count: int) -> dict[str, Any]:
     return {
         "topic": topic,
         "subject": subject,
-        "writer_versions": 2,
+        "writer_versions": versions,
         "registry": f"Apicurio Registry {devregistry.APICURIO_VERSION}",
     }
 
