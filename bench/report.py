@@ -44,6 +44,7 @@ TARGETS = (
     ("eventfleet-1-registry", "quix-registry", "events/s", 8.0),
 )
 STRATEGIES = ("copy", "unnest", "executemany")
+NUMBERS = {2: "two", 3: "three", 4: "four"}
 
 
 def kind_of(doc: dict[str, Any]) -> str:
@@ -143,7 +144,7 @@ def main_block(doc: dict[str, Any], source: str) -> str:
 
 
 def _versions(n: int) -> str:
-    return "one writer version" if n == 1 else f"{n} interleaved writer versions"
+    return "one writer version" if n == 1 else f"{NUMBERS.get(n, n)} interleaved writer versions"
 
 
 def _ratio(a: dict[str, float], b: dict[str, float], by: str) -> float:

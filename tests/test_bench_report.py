@@ -115,7 +115,7 @@ def test_the_registry_targets_are_met_or_missed_by_the_medians(tmp_path: Path) -
     out = report(str(write_results(tmp_path, {**RUNS, **REGISTRY_RUNS}, framing=framing)))
     assert out.returncode == 0, out.stderr
     assert list(table_rows(out.stdout, "| contender |")) == ["naive", "eventfleet-1", *REGISTRY_RUNS]
-    assert "written by 2 interleaved writer versions; Apicurio 9 on the same machine serves" in out.stdout
+    assert "written by two interleaved writer versions; Apicurio 9 on the same machine serves" in out.stdout
     targets = table_rows(out.stdout, "| target |")
     med = statistics.median
     ours, plain = REGISTRY_RUNS["eventfleet-1-registry"], RUNS["eventfleet-1"]
