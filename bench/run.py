@@ -102,7 +102,11 @@ def main() -> int:
             registry = None  # not ours: leave it running
         else:
             print(f"starting a local schema registry on 127.0.0.1:{args.registry_port} ...", flush=True)
-            registry.up()
+            try:
+                registry.up()
+            except devregistry.RegistrySetupError as e:
+                print(f"bench: {e}".replace("--port", "--registry-port"), file=sys.stderr)
+                return 2
     if any(name.endswith("-postgres") for name in only):
         if args.pg_dsn:
             PG.dsn = args.pg_dsn
