@@ -41,7 +41,7 @@ test: install tools tools-terraform ## lint, type-check, then every test (own Ka
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
+bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events, schemaless and registry-framed (about 20 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
 
 bench-tail: install ## the tail benchmark: eventfleet tail, a naive loop and rsyslog on 2M JSON lines (installs rsyslog with apt-get)

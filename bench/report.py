@@ -33,8 +33,19 @@ RATIOS = (
     ("eventfleet-1", "raw"),
     ("eventfleet-1-postgres", "eventfleet-1"),
     ("eventfleet-1-kafka", "eventfleet-1"),
+    ("eventfleet-1-registry", "eventfleet-1"),
+    ("eventfleet-1-registry", "naive-registry"),
+    ("eventfleet-1-registry", "quix-registry"),
+)
+# the schema registry's targets (#13): (a, b, measure, at least), where a / b by "events/s" is the
+# ratio of the events/s and by "CPU per event" that of the CPU-s per million events, b's over a's
+TARGETS = (
+    ("eventfleet-1-registry", "eventfleet-1", "CPU per event", 0.95),
+    ("eventfleet-1-registry", "naive-registry", "events/s", 1.5),
+    ("eventfleet-1-registry", "quix-registry", "events/s", 8.0),
 )
 STRATEGIES = ("copy", "unnest", "executemany")
+NUMBERS = {2: "two", 3: "three", 4: "four"}
 
 
 def kind_of(doc: dict[str, Any]) -> str:
@@ -86,6 +97,16 @@ def main_block(doc: dict[str, Any], source: str) -> str:
         f"{m['librdkafka']}), fastavro {m['fastavro']}; {doc['events']:,} events over {doc['partitions']} "
         f"partitions, median of `--repeat {doc['repeat']}` ({source}):",
         "",
+    ]
+    framing = doc.get("framing")
+    if framing:
+        lines += [
+            f"The `-registry` contenders read the same events framed for a schema registry (Confluent wire "
+            f"format), written by {_versions(framing['writer_versions'])}; {framing['registry']} on the same "
+            "machine serves the writer schemas.",
+            "",
+        ]
+    lines += [
         "| contender | events/s | CPU-s per million events | peak RSS |",
         "|---|---:|---:|---:|",
     ]
@@ -108,7 +129,32 @@ def main_block(doc: dict[str, Any], source: str) -> str:
             f"| {med[b]['cpu_s_per_m'] / med[a]['cpu_s_per_m']:.2f}x "
             f"| {', '.join(f'{x:.2f}' for x in rounds)} |"
         )
+    targets = [t for t in TARGETS if t[0] in med and t[1] in med]
+    if targets:
+        lines += [
+            "",
+            "| target | by | at least | medians | in each round | |",
+            "|---|---|---:|---:|---|---|",
+        ]
+    for a, b, by, least in targets:
+        got = _ratio(med[a], med[b], by)
+        rounds = [_ratio(ra, rb, by) for ra, rb in zip(doc["runs"][a], doc["runs"][b], strict=False)]
+        lines.append(
+            f"| {a} / {b} | {by} | {least:.2f}x | {got:.2f}x | {', '.join(f'{x:.2f}' for x in rounds)} "
+            f"| {'met' if got >= least else '**missed**'} |"
+        )
     return "\n".join(lines)
+
+
+def _versions(n: int) -> str:
+    return "one writer version" if n == 1 else f"{NUMBERS.get(n, n)} interleaved writer versions"
+
+
+def _ratio(a: dict[str, float], b: dict[str, float], by: str) -> float:
+    """a / b: by events/s, or by CPU per event (b's CPU-s per million over a's)."""
+    if by == "events/s":
+        return a["events_per_s"] / b["events_per_s"]
+    return b["cpu_s_per_m"] / a["cpu_s_per_m"]
 
 
 def memory_keys_block(doc: dict[str, Any], source: str) -> str:

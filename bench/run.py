@@ -1,6 +1,7 @@
 """The eventfleet benchmark: contenders side by side on the same data, against a real broker.
 
     python bench/run.py [--events 2000000] [--repeat 3] [--only raw,naive,...] [--port 9092] [--pg-dsn DSN]
+                        [--registry-port 8081] [--writer-versions 2] [--tag NAME]
 
 Produces N events of the example schema once (8 partitions, fixed seed), then runs each contender
 on them with a fresh consumer group, --repeat times, and reports the median: events/s from the
@@ -9,6 +10,13 @@ per million events (user+sys of the consuming processes, start-up included), and
 It checks that the contenders agree on the aggregates, and writes bench/results/<time>.json.
 eventfleet-1-postgres writes to PostgreSQL: --pg-dsn, else a throwaway local server (fsync on)
 started for the run and removed after it.
+
+The -registry contenders read the same events framed for a schema registry (Confluent wire
+format: 0x00, the schema id, the Avro body), produced once to a second topic by two interleaved
+writer versions (the second moves a field and adds one with a default; --writer-versions 1: the
+example schema only), from the local registry on --registry-port: started for the run (and
+stopped after it) when none answers there. --tag NAME writes bench/results/NAME-<time>.json
+instead, which `make bench-report` leaves out (for side experiments).
 """
 
 import argparse
@@ -38,8 +46,9 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import config, devkafka, devpostgres  # noqa: E402
-from consumer.produce import produce  # noqa: E402
+from consumer import config, devkafka, devpostgres, devregistry  # noqa: E402
+from consumer.produce import events as event_stream  # noqa: E402
+from consumer.produce import framed_encoder, produce  # noqa: E402
 from consumer.sinks import open_sink  # noqa: E402
 
 CONTENDERS = (
@@ -50,6 +59,9 @@ CONTENDERS = (
     "eventfleet-2",
     "eventfleet-1-postgres",
     "eventfleet-1-kafka",
+    "naive-registry",
+    "quix-registry",
+    "eventfleet-1-registry",
 )
 QUIX_VENV = ROOT / "bench" / ".venv-quix"
 QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
@@ -66,6 +78,11 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     ap.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT)
     ap.add_argument("--pg-dsn", help="PostgreSQL for eventfleet-1-postgres (default: a throwaway local server)")
+    ap.add_argument("--registry-port", type=int, default=devregistry.DEFAULT_PORT,
+                    help="the local schema registry of the -registry contenders (started if none answers)")  # fmt: skip
+    ap.add_argument("--writer-versions", type=int, choices=(1, 2), default=2,
+                    help="writer versions of the framed values, interleaved")  # fmt: skip
+    ap.add_argument("--tag", help="write bench/results/TAG-<time>.json (left out of the report)")
     args = ap.parse_args()
     only = [c for c in args.only.split(",") if c]
     unknown = set(only) - set(CONTENDERS)
@@ -75,8 +92,21 @@ def main() -> int:
     bootstrap = f"127.0.0.1:{args.port}"
     if not devkafka.reachable(bootstrap, timeout_s=3):
         devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
-    if "quix" in only:
+    if any(name.startswith("quix") for name in only):
         ensure_quix_venv()
+    registry = None
+    if any(name.endswith("-registry") for name in only):
+        registry = devregistry.Registry(ROOT / devregistry.default_home(args.registry_port), args.registry_port)
+        REG.url = registry.url
+        if registry.answers():
+            registry = None  # not ours: leave it running
+        else:
+            print(f"starting a local schema registry on 127.0.0.1:{args.registry_port} ...", flush=True)
+            try:
+                registry.up()
+            except devregistry.RegistrySetupError as e:
+                print(f"bench: {e}".replace("--port", "--registry-port"), file=sys.stderr)
+                return 2
     if any(name.endswith("-postgres") for name in only):
         if args.pg_dsn:
             PG.dsn = args.pg_dsn
@@ -89,6 +119,8 @@ def main() -> int:
     finally:
         if PG.server is not None:
             PG.server.remove()
+        if registry is not None:
+            registry.down()
 
 
 def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
@@ -100,13 +132,20 @@ def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
     pipeline_file = write_pipeline(work, bootstrap, topic, "bench-seed")
     print(f"producing {args.events:,} events to {topic} ({args.partitions} partitions) ...", flush=True)
     produce(config.load(pipeline_file), args.events, seed=7, start_ms=START_MS, max_delay_ms=MAX_DELAY_MS)
+    framed_topic, framing = f"{topic}-framed", None
+    if any(name.endswith("-registry") for name in only):
+        admin.create_topics([NewTopic(framed_topic, args.partitions, 1)])[framed_topic].result(30)
+        framed_file = write_pipeline(work, bootstrap, framed_topic, "bench-seed-framed", registry=REG.url)
+        print(f"producing the same events framed for {REG.url} to {framed_topic} ...", flush=True)
+        framing = produce_framed(config.load(framed_file), args.events, args.writer_versions)
     time.sleep(2)  # let the broker settle (log flushes) before the first measurement
 
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in only}
     for rep in range(args.repeat):
         for name in only:
             group = f"{topic}-{name}-{rep}"
-            result = RUNNERS[name](work, bootstrap, topic, group, args.events)
+            source = framed_topic if name.endswith("-registry") else topic
+            result = RUNNERS[name](work, bootstrap, source, group, args.events)
             runs[name].append(result)
             print(
                 f"  [{rep + 1}/{args.repeat}] {name:21s} {result['events_per_s']:>10,.0f} events/s  "
@@ -118,7 +157,7 @@ def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
     print_table(summary, args.events)
     for line in agreement["notes"]:
         print(line)
-    out = ROOT / "bench" / "results" / f"{run_id}.json"
+    out = ROOT / "bench" / "results" / (f"{args.tag}-{run_id}.json" if args.tag else f"{run_id}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(
@@ -128,6 +167,7 @@ def bench(args: argparse.Namespace, only: list[str], bootstrap: str) -> int:
                 "partitions": args.partitions,
                 "repeat": args.repeat,
                 "machine": machine(),
+                **({"framing": framing} if framing else {}),
                 "summary": summary,
                 "ratios": ratios(summary),
                 "agreement": agreement,
@@ -171,6 +211,16 @@ def run_script(
     return measured(events, r["first_message_at"], r["done_at"], [usage], r.get("rows") or r.get("windows"))
 
 
+def run_naive_registry(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+    extra = ["--registry", REG.url]
+    return run_script(sys.executable, "naive_registry.py", work, extra, bootstrap, topic, group, events)
+
+
+def run_quix_registry(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
+    python = str(QUIX_VENV / "bin" / "python")
+    return run_script(python, "quix_agg.py", work, ["--registry", REG.url], bootstrap, topic, group, events)
+
+
 def run_raw(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
     return run_script(sys.executable, "raw.py", work, [], bootstrap, topic, group, events)
 
@@ -197,11 +247,21 @@ class PgTarget:
 PG = PgTarget()
 
 
-def run_eventfleet(workers: int, sink: str = "sqlite") -> Any:
+@dataclass
+class RegistryTarget:
+    """The schema registry of the -registry contenders (set by main)."""
+
+    url: str = ""
+
+
+REG = RegistryTarget()
+
+
+def run_eventfleet(workers: int, sink: str = "sqlite", registry: bool = False) -> Any:
     def run(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
         dsn = PG.dsn if sink == "postgres" else None
         server_cpu = PG.server.cpu_seconds() if dsn and PG.server else 0.0
-        pipeline_file = write_pipeline(work, bootstrap, topic, group, dsn, sink)
+        pipeline_file = write_pipeline(work, bootstrap, topic, group, dsn, sink, REG.url if registry else None)
         db = work / f"{group}.db"
         table = pg_table(group) if dsn else "ad_stats"
         logs = [work / f"{group}-worker-{i}.log" for i in range(workers)]
@@ -250,6 +310,9 @@ RUNNERS = {
     "eventfleet-2": run_eventfleet(2),
     "eventfleet-1-postgres": run_eventfleet(1, sink="postgres"),
     "eventfleet-1-kafka": run_eventfleet(1, sink="kafka"),
+    "naive-registry": run_naive_registry,
+    "quix-registry": run_quix_registry,
+    "eventfleet-1-registry": run_eventfleet(1, registry=True),
 }
 COLUMNS = ("window_start", "campaign_id", "event_type", "events", "spend", "min_price", "max_price")
 
@@ -276,13 +339,17 @@ def write_pipeline(
     group: str,
     dsn: str | None = None,
     sink: str = "sqlite",
+    registry: str | None = None,
 ) -> Path:
     """The example pipeline (metrics on) on this topic, group and a fresh SQLite database, a
     fresh table in PostgreSQL when dsn is given, or a fresh output topic <group>.out with
-    ``sink="kafka"``."""
+    ``sink="kafka"``; with ``registry`` (a URL), for values framed by that schema registry
+    (the example schema is the reader schema, the subject ``<topic>-value``)."""
     doc = tomllib.loads((ROOT / "examples" / "ad-stats.toml").read_text())
     doc["kafka"].update(bootstrap_servers=bootstrap, topics=[topic], group_id=group)
     doc["schema"]["path"] = str(ROOT / "schemas" / "ad_event.avsc")
+    if registry is not None:
+        doc["schema"]["registry"] = registry
     if dsn is None:
         doc["sink"]["path"] = str(work / f"{group}.db")
     else:
@@ -293,6 +360,69 @@ def write_pipeline(
     path = work / f"{group}.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
+
+
+PLACEMENTS = ("feed", "search", "story")
+
+
+def writer_v2(v1: dict[str, Any]) -> dict[str, Any]:
+    """The second writer version of the framed data: ``price_micros`` moved first and a field
+    added with a default (``placement``), two of the changes Avro's resolution allows."""
+    price = [f for f in v1["fields"] if f["name"] == "price_micros"]
+    rest = [f for f in v1["fields"] if f["name"] != "price_micros"]
+    added = {"name": "placement", "type": "string", "default": "feed"}
+    return {**v1, "fields": [*price, *rest, added]}
+
+
+def produce_framed(pipeline: config.Pipeline, count: int, versions: int = 2) -> dict[str, Any]:
+    """The events ``produce`` writes for the schemaless topic (same seed, times, keys, hence
+    partitions and order), framed for the pipeline's registry, written alternately by the
+    pipeline's schema and by :func:`writer_v2` (both registered under the topic's subject), or
+    all by the pipeline's schema when ``versions`` is 1."""
+    assert pipeline.registry is not None
+    topic = pipeline.kafka.topics[0]
+    subject = pipeline.registry.subject_for(topic)
+    v1 = dict(pipeline.schema)
+    encoders = [framed_encoder(pipeline.registry, subject, w) for w in (v1, writer_v2(v1))[:versions]]
+    stream = event_stream(pipeline, 7, START_MS, 2000.0, 0.02, MAX_DELAY_MS)  # produce()'s defaults
+    key_field = pipeline.aggregate.group_by[0]
+    producer = confluent_kafka.Producer(
+        {
+            **pipeline.kafka.client_settings(),
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+        }
+    )
+    failed: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
+    for i in range(count):
+        record = next(stream)
+        version = i % versions
+        if version:
+            record["placement"] = PLACEMENTS[i % 3]
+        value, key = encoders[version](record), str(record[key_field]).encode()
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 1000 == 999:
+            producer.poll(0)
+    if producer.flush(60) or failed:
+        raise SystemExit(f"producing the framed events failed: {failed[:1] or 'not delivered within 60 s'}")
+    return {
+        "topic": topic,
+        "subject": subject,
+        "writer_versions": versions,
+        "registry": f"Apicurio Registry {devregistry.APICURIO_VERSION}",
+    }
 
 
 def wait_sink_complete(
@@ -403,13 +533,13 @@ def check_agreement(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             continue
         for i, r in enumerate(rs):
             got = table(r["rows"])
-            if name == "quix":
+            if name.startswith("quix"):
                 closed = {k[0] for k in got}
                 expected = {k: v for k, v in reference.items() if k[0] in closed}
                 same = got == expected
                 if i == 0:
                     notes.append(
-                        f"agreement: quix closed {len(closed)} of {len({k[0] for k in reference})} windows; "
+                        f"agreement: {name} closed {len(closed)} of {len({k[0] for k in reference})} windows; "
                         f"its {len(got):,} rows {'equal' if same else 'DIFFER from'} {reference_name}'s"
                     )
             else:
@@ -436,6 +566,9 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
         ("eventfleet-1-postgres", "eventfleet-1"),
         ("eventfleet-1-postgres", "naive"),
         ("eventfleet-1-kafka", "eventfleet-1"),
+        ("eventfleet-1-registry", "eventfleet-1"),
+        ("eventfleet-1-registry", "naive-registry"),
+        ("eventfleet-1-registry", "quix-registry"),
     ):
         if a in s and b in s:
             out[f"{a}/{b}"] = s[a]["events_per_s"] / s[b]["events_per_s"]

@@ -26,7 +26,28 @@ RUNS: dict[str, list[dict[str, float]]] = {
 }
 
 
-def write_results(folder: Path) -> Path:
+# the registry contenders: eventfleet-1-registry meets the CPU target against RUNS' eventfleet-1
+# (2.9 / 2.95 >= 0.95) and the Quix one (8.5x), misses the one against naive-registry (1.4x)
+REGISTRY_RUNS: dict[str, list[dict[str, float]]] = {
+    "eventfleet-1-registry": [
+        {"events_per_s": 330_000.0, "cpu_s_per_m": 2.95, "rss_mb": 280.0},
+        {"events_per_s": 350_000.0, "cpu_s_per_m": 2.6, "rss_mb": 285.0},
+        {"events_per_s": 280_000.0, "cpu_s_per_m": 3.5, "rss_mb": 275.0},
+    ],
+    "naive-registry": [
+        {"events_per_s": 240_000.0, "cpu_s_per_m": 4.0, "rss_mb": 290.0},
+        {"events_per_s": 250_000.0, "cpu_s_per_m": 3.9, "rss_mb": 291.0},
+        {"events_per_s": 230_000.0, "cpu_s_per_m": 4.2, "rss_mb": 289.0},
+    ],
+    "quix-registry": [
+        {"events_per_s": 40_000.0, "cpu_s_per_m": 25.0, "rss_mb": 330.0},
+        {"events_per_s": 38_823.5, "cpu_s_per_m": 26.0, "rss_mb": 331.0},
+        {"events_per_s": 36_000.0, "cpu_s_per_m": 27.0, "rss_mb": 332.0},
+    ],
+}
+
+
+def write_results(folder: Path, runs: dict[str, list[dict[str, float]]] = RUNS, **extra: Any) -> Path:
     doc: dict[str, Any] = {
         "run": "20990101-000000",
         "events": 1000,
@@ -42,8 +63,9 @@ def write_results(folder: Path) -> Path:
             "librdkafka": "2.16.0",
             "fastavro": "1.13.1",
         },
-        "summary": {name: {"events_per_s": 1.0, "cpu_s_per_m": 1.0, "rss_mb": 1.0} for name in RUNS},
-        "runs": RUNS,
+        "summary": {name: {"events_per_s": 1.0, "cpu_s_per_m": 1.0, "rss_mb": 1.0} for name in runs},
+        "runs": runs,
+        **extra,
     }
     path = folder / "20990101-000000.json"
     path.write_text(json.dumps(doc))
@@ -86,6 +108,36 @@ def test_the_contender_table_holds_the_medians_of_the_runs(tmp_path: Path) -> No
     assert ratio[2] == ", ".join(f"{x:.2f}" for x in rounds)
     assert "2 cores (Test CPU), 8 GiB, Python 3.11.7" in out.stdout
     assert "median of `--repeat 3`" in out.stdout
+
+
+def test_the_registry_targets_are_met_or_missed_by_the_medians(tmp_path: Path) -> None:
+    framing = {"topic": "t-framed", "subject": "t-framed-value", "writer_versions": 2, "registry": "Apicurio 9"}
+    out = report(str(write_results(tmp_path, {**RUNS, **REGISTRY_RUNS}, framing=framing)))
+    assert out.returncode == 0, out.stderr
+    assert list(table_rows(out.stdout, "| contender |")) == ["naive", "eventfleet-1", *REGISTRY_RUNS]
+    assert "written by two interleaved writer versions; Apicurio 9 on the same machine serves" in out.stdout
+    targets = table_rows(out.stdout, "| target |")
+    med = statistics.median
+    ours, plain = REGISTRY_RUNS["eventfleet-1-registry"], RUNS["eventfleet-1"]
+    cpu = med(r["cpu_s_per_m"] for r in plain) / med(r["cpu_s_per_m"] for r in ours)
+    rounds = ", ".join(f"{b['cpu_s_per_m'] / a['cpu_s_per_m']:.2f}" for a, b in zip(ours, plain, strict=True))
+    assert targets["eventfleet-1-registry / eventfleet-1"] == ["CPU per event", "0.95x", f"{cpu:.2f}x", rounds, "met"]
+    theirs = REGISTRY_RUNS["naive-registry"]
+    naive = med(r["events_per_s"] for r in ours) / med(r["events_per_s"] for r in theirs)
+    rounds = ", ".join(f"{a['events_per_s'] / b['events_per_s']:.2f}" for a, b in zip(ours, theirs, strict=True))
+    assert naive < 1.5
+    assert targets["eventfleet-1-registry / naive-registry"] == [
+        "events/s", "1.50x", f"{naive:.2f}x", rounds, "**missed**"]  # fmt: skip
+    assert targets["eventfleet-1-registry / quix-registry"][1:3] == ["8.00x", "8.50x"]
+    assert targets["eventfleet-1-registry / quix-registry"][4] == "met"
+    ratios = table_rows(out.stdout, "| ratio |")
+    assert {"eventfleet-1-registry / eventfleet-1", "eventfleet-1-registry / naive-registry"} <= set(ratios)
+
+
+def test_without_registry_contenders_there_is_no_target_table(tmp_path: Path) -> None:
+    out = report(str(write_results(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    assert "| target |" not in out.stdout and "writer versions" not in out.stdout
 
 
 def test_write_replaces_only_the_marked_blocks(tmp_path: Path) -> None:

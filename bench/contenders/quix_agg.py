@@ -34,6 +34,14 @@ Shape of the Quix pipeline:
     effect is to silence Quix's per-record warning log).
   * Values are decoded with Quix's own `AvroDeserializer` (fastavro schemaless_reader) from the
     writer schema with `logicalType` stripped, so `ts` is an int of epoch ms (not a datetime).
+  * With --registry URL instead of --schema (the quix-registry contender), the values are framed
+    (Confluent wire format) and decoded by the same `AvroDeserializer` given
+    `schema_registry_client_config=SchemaRegistryClientConfig(url=URL)`: Quix then hands each
+    value to confluent-kafka's `schema_registry.avro.AvroDeserializer` (writer schema by id,
+    cached by the client; with Quix's serialization context, so the client's subject name
+    strategy runs per value). The registered schema's `timestamp-millis` gives `ts` as a
+    datetime there, which the timestamp extractor turns back into epoch ms (integer arithmetic).
+    Quix's client config has no request timeout setting; the watchdog below covers a hang.
 
 Settings (Application defaults unless listed; see the Quix docs pages "Configuration" and
 "Checkpointing"):
@@ -67,6 +75,7 @@ records Quix dropped because their window was already closed for their key.
 """
 
 import argparse
+import datetime
 import json
 import logging
 import shutil
@@ -114,12 +123,23 @@ def ts_extractor(value: Any, headers: Any, timestamp: float, timestamp_type: Any
     return value["ts"]
 
 
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+ONE_MS = datetime.timedelta(milliseconds=1)
+
+
+def ts_extractor_datetime(value: Any, headers: Any, timestamp: float, timestamp_type: Any) -> int:
+    """epoch ms of a ``timestamp-millis`` that the registry's deserializer returned as a datetime."""
+    return (value["ts"] - EPOCH) // ONE_MS
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--group", required=True)
-    ap.add_argument("--schema", required=True, help="writer schema (.avsc) of the schemaless Avro values")
+    values = ap.add_mutually_exclusive_group(required=True)
+    values.add_argument("--schema", help="writer schema (.avsc) of the schemaless Avro values")
+    values.add_argument("--registry", help="schema registry URL of framed values (Confluent wire format)")
     ap.add_argument("--events", type=int, required=True, help="stop after this many input messages")
     ap.add_argument("--out", required=True, help="where to write RESULT.json")
     ap.add_argument("--idle-timeout", type=float, default=120.0, help="give up after this many s without progress")
@@ -128,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     from common import FETCH
     from quixstreams import Application
     from quixstreams.models.serializers.avro import AvroDeserializer
+    from quixstreams.models.serializers.schema_registry import SchemaRegistryClientConfig
 
-    with open(args.schema) as f:
-        schema = strip_logical_types(json.load(f))
+    if args.registry:
+        deserializer = AvroDeserializer(schema_registry_client_config=SchemaRegistryClientConfig(url=args.registry))
+        extractor = ts_extractor_datetime
+    else:
+        with open(args.schema) as f:
+            deserializer = AvroDeserializer(schema=strip_logical_types(json.load(f)))
+        extractor = ts_extractor
 
     n_target = args.events
     processed = 0
@@ -183,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         topic = app.topic(
             args.topic,
             key_deserializer="str",
-            value_deserializer=AvroDeserializer(schema=schema),
-            timestamp_extractor=ts_extractor,
+            value_deserializer=deserializer,
+            timestamp_extractor=extractor,
         )
         sdf = app.dataframe(topic)
         sdf = (
