@@ -195,32 +195,41 @@ def kafka(kafka_bootstrap: str) -> Kafka:
     return Kafka(kafka_bootstrap)
 
 
-def read_deltas(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[dict[str, Any], int]]:
-    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above,
-    from the start to the end (the last stable offset with read_committed), with its partition."""
-    key_schema, value_schema = parse_schema(OUTPUT_KEY_SCHEMA), parse_schema(OUTPUT_VALUE_SCHEMA)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-output-reader", "enable.auto.commit": False,
+def read_to_end(bootstrap: str, topic: str, isolation: str = "read_committed", timeout_s: float = 120) -> list[Any]:
+    """Every message of ``topic`` from its start to its end (the last stable offset with
+    read_committed), in offset order per partition."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
                   "isolation.level": isolation, "enable.partition.eof": True})  # fmt: skip
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         c.assign([TopicPartition(topic, q, 0) for q in parts])
         pending, out = set(parts), []
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout_s
         while pending:
             assert time.monotonic() < deadline, f"{topic}: partitions {pending} never reached their end"
-            for m in c.consume(1000, 1.0):
+            for m in c.consume(1000, 0.5):
                 if m.error() is not None:
                     assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
                     pending.discard(m.partition())
                     continue
-                key = schemaless_reader(io.BytesIO(m.key()), key_schema, None)
-                value = schemaless_reader(io.BytesIO(m.value()), value_schema, None)
-                assert isinstance(key, dict) and isinstance(value, dict)
-                assert key == {k: value[k] for k in key}, (key, value)  # keyed by window + group-by values
-                out.append((value, m.partition()))
+                out.append(m)
         return out
     finally:
         c.close()
+
+
+def read_deltas(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[dict[str, Any], int]]:
+    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above,
+    from the start to the end (the last stable offset with read_committed), with its partition."""
+    key_schema, value_schema = parse_schema(OUTPUT_KEY_SCHEMA), parse_schema(OUTPUT_VALUE_SCHEMA)
+    out = []
+    for m in read_to_end(bootstrap, topic, isolation):
+        key = schemaless_reader(io.BytesIO(m.key()), key_schema, None)
+        value = schemaless_reader(io.BytesIO(m.value()), value_schema, None)
+        assert isinstance(key, dict) and isinstance(value, dict)
+        assert key == {k: value[k] for k in key}, (key, value)  # keyed by window + group-by values
+        out.append((value, m.partition()))
+    return out
 
 
 def combine(deltas: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:

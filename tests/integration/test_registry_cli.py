@@ -5,18 +5,16 @@ subject's latest version, the kafka sink frames its output for downstream deseri
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from .conftest import SCHEMA_PATH, Kafka, assert_exact, combine, ground_truth, wait_for
+from .conftest import SCHEMA_PATH, Kafka, assert_exact, combine, ground_truth, read_to_end, wait_for
 from .test_registry import CountingProxy, _v2
 
 pytestmark = pytest.mark.integration
@@ -34,26 +32,12 @@ def read_topic(bootstrap: str, topic: str, url: str, output: bool = False) -> li
     client = SchemaRegistryClient({"url": url, "timeout": 10})
     values = AvroDeserializer(client) if output else AvroDeserializer(client, Schema(SCHEMA_PATH.read_text(), "AVRO"))
     keys = AvroDeserializer(client)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, q, 0) for q in parts])
-        pending, out = set(parts), []
-        deadline = time.monotonic() + 120
-        while pending:
-            assert time.monotonic() < deadline
-            for m in c.consume(1000, 1.0):
-                if m.error() is not None:
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    pending.discard(m.partition())
-                    continue
-                key = _millis(keys(m.key(), SerializationContext(topic, MessageField.KEY))) if output else m.key()
-                value = _millis(values(m.value(), SerializationContext(topic, MessageField.VALUE)))
-                out.append((m.partition(), key, value))
-        return out
-    finally:
-        c.close()
+    out = []
+    for m in read_to_end(bootstrap, topic):
+        key = _millis(keys(m.key(), SerializationContext(topic, MessageField.KEY))) if output else m.key()
+        value = _millis(values(m.value(), SerializationContext(topic, MessageField.VALUE)))
+        out.append((m.partition(), key, value))
+    return out
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 
-from .conftest import SCHEMA_PATH, Kafka, Pipeline, assert_exact, ground_truth, wait_for
+from .conftest import SCHEMA_PATH, Kafka, Pipeline, assert_exact, ground_truth, read_to_end, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,24 +88,7 @@ def tail_pipeline(
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:
     """Every message of the topic from its start to its end as a read_committed consumer sees it."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tail-test-reader", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True})  # fmt: skip
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, q, 0) for q in parts])
-        pending, out = set(parts), []
-        deadline = time.monotonic() + 60
-        while pending:
-            assert time.monotonic() < deadline, f"{topic}: partitions {pending} never reached their end"
-            for m in c.consume(1000, 0.5):
-                if m.error() is not None:
-                    assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
-                    pending.discard(m.partition())
-                    continue
-                out.append(m)
-        return out
-    finally:
-        c.close()
+    return read_to_end(bootstrap, topic, timeout_s=60)
 
 
 def records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
