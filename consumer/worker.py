@@ -28,8 +28,8 @@ from .backoff import backoff_s
 from .config import Pipeline
 from .decode import FramedDecoder, Projection, make_projection
 from .dlq import DeadLetters, InvalidCaps
-from .errors import SinkError
-from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
+from .errors import EventfleetError, SinkError
+from .fleet import EXIT_FENCED, EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .registry import RegistryUnavailable, connect
 from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
@@ -49,9 +49,16 @@ REGISTRY_RETRY_MAX_S = 5.0  # backoff ceiling between tries while the schema reg
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        worker_id: int = 0,
+        heartbeat_fd: int | None = None,
+        group_instance_id: str | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.worker_id = worker_id
+        self.group_instance_id = group_instance_id  # static membership: a supervisor slot's id (fleet.py)
         self.heartbeat_fd = heartbeat_fd  # a pipe to the supervisor, None when unsupervised
         self.recycle = False
         self.group = pipeline.kafka.group_id
@@ -110,7 +117,9 @@ class Worker:
             _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
         faults.reach("before_join")
-        self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
+        self.source = source = Source(
+            self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats, self.group_instance_id
+        )
         self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
         # The cyclic garbage collector: every batch allocates 10,000 Message objects, which with
         # the default threshold (700) starts a young collection 14 times a batch, about 5% of the
@@ -123,6 +132,7 @@ class Worker:
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
+        fenced = False
         try:
             use_consumer(self.sink, source.consumer)
             while not self.stopping:
@@ -156,9 +166,15 @@ class Worker:
                     if commit_to_kafka(source.consumer, self.state):
                         break
                     time.sleep(0.5)
+        except InstanceFenced as e:
+            log.error("%s", e)
+            fenced = True
         finally:
-            source.close()
+            # A recycled static member keeps its partitions for its replacement; a stopping one leaves.
+            source.close(leave=not (self.recycle or fenced))
             self.sink.close()
+        if fenced:  # nothing was flushed: the member that fenced this one owns the partitions now
+            return EXIT_FENCED
         active_s = self.last_event_at - (self.first_event_at or self.last_event_at)
         rate = self.events / active_s if active_s else 0.0
         log.info("worker stopped: %d events in %.2f s from first to last, %.0f events/s", self.events, active_s, rate)
@@ -355,6 +371,11 @@ class Worker:
         if error.code() == KafkaError._PARTITION_EOF:  # enable.partition.eof (source.py)
             self.at_end((msg.topic(), msg.partition()), msg.offset())
             return
+        if error.code() == KafkaError.FENCED_INSTANCE_ID or (error.fatal() and "fenced" in error.str().lower()):
+            raise InstanceFenced(
+                f"this worker was fenced: another member of group {self.group} joined with its group.instance.id "
+                f"{self.group_instance_id} ({error.str()})"
+            )
         if error.fatal():
             raise KafkaException(error)
         log.error("consume error on %s[%s]: %s", msg.topic(), msg.partition(), error)
@@ -646,6 +667,10 @@ class RegistryOutage:
     retry_at: float = 0.0
 
 
+class InstanceFenced(EventfleetError):
+    """Another live member uses this worker's group.instance.id: the broker fenced this one."""
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -659,5 +684,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def run(pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> int:
-    return Worker(pipeline, worker_id, heartbeat_fd).run()
+def run(
+    pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None, group_instance_id: str | None = None
+) -> int:
+    return Worker(pipeline, worker_id, heartbeat_fd, group_instance_id).run()
