@@ -3,8 +3,9 @@
 ``eventfleet run --workers N`` starts N ``eventfleet worker`` processes in the same consumer group
 and then only watches them:
 
-- a worker that exits unexpectedly is restarted after an exponential backoff (tenacity's wait
-  strategy), logged and counted;
+- a worker that exits unexpectedly is restarted at once, and again after an exponential backoff
+  (tenacity's wait strategy) if it keeps failing (the count starts over after a run of STABLE_RUN_S),
+  logged and counted;
 - each worker writes a heartbeat byte to a pipe from its poll loop; one silent for longer than
   ``[fleet] watchdog_timeout`` (stuck in a sink call, deadlocked) is killed with SIGKILL and
   restarted, well before the broker would evict it (the protocol keeps that exact);
@@ -49,6 +50,7 @@ from .errors import EventfleetError
 log = logging.getLogger(__name__)
 
 EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
+STABLE_RUN_S = 60.0  # a worker that ran this long before it failed is restarted at once again
 EXIT_FENCED = 76  # the broker fenced a worker: another live member uses its group.instance.id
 HEARTBEAT = b"h"  # written by a worker's poll loop
 JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
@@ -84,6 +86,7 @@ class Slot:
     last_beat: float = 0.0
     joined: bool = False
     failures: int = 0  # consecutive unexpected exits
+    started_at: float = 0.0
     restart_at: float = 0.0
     exits: list[int] = field(default_factory=list)
 
@@ -158,7 +161,7 @@ class Supervisor:
         slot.proc = subprocess.Popen(cmd, pass_fds=(write_fd,))
         os.close(write_fd)
         slot.heartbeat_fd = read_fd
-        slot.last_beat = time.monotonic()
+        slot.last_beat = slot.started_at = time.monotonic()
         slot.joined = False
         self.selector.register(read_fd, selectors.EVENT_READ, slot)
         log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)
@@ -212,8 +215,12 @@ class Supervisor:
             delay = 0.0
             log.info("worker %d recycled (memory guard); replacing it", slot.index)
         else:
+            if time.monotonic() - slot.started_at >= STABLE_RUN_S:
+                slot.failures = 0
             slot.failures += 1
-            delay = backoff_s(slot.failures)
+            # The first restart is immediate: back within the session, the slot's static member gets
+            # its partitions again without a rebalance. A crash loop backs off from the second.
+            delay = 0.0 if slot.failures == 1 else backoff_s(slot.failures - 1)
             log.error("worker %d exited with %s; restart %d in %.1f s", slot.index, code, slot.failures, delay)
         self.metrics.WORKER_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
         slot.restart_at = time.monotonic() + delay

@@ -371,12 +371,13 @@ class Worker:
         if error.code() == KafkaError._PARTITION_EOF:  # enable.partition.eof (source.py)
             self.at_end((msg.topic(), msg.partition()), msg.offset())
             return
-        if error.code() == KafkaError.FENCED_INSTANCE_ID or (error.fatal() and "fenced" in error.str().lower()):
+        fatal = error.fatal() or error.code() == KafkaError._FATAL  # the consumer is of no more use
+        if error.code() == KafkaError.FENCED_INSTANCE_ID or (fatal and "group.instance.id" in error.str()):
             raise InstanceFenced(
                 f"this worker was fenced: another member of group {self.group} joined with its group.instance.id "
                 f"{self.group_instance_id} ({error.str()})"
             )
-        if error.fatal():
+        if fatal:
             raise KafkaException(error)
         log.error("consume error on %s[%s]: %s", msg.topic(), msg.partition(), error)
 

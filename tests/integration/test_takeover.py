@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,30 @@ def test_a_second_instance_with_the_same_id_on_this_host_stops_at_once(kafka: Ka
     assert second.stderr.count("\n") == 1
     assert first.poll() is None
     assert p.stop(first) == 0
+
+
+def test_an_instance_fenced_by_a_twin_elsewhere_stops_instead_of_fencing_back(
+    kafka: Kafka, pipeline, tmp_path: Path
+) -> None:
+    """Two hosts with one instance id (simulated here by a second lock folder): the broker fences
+    the older member; its instance stops with exit 2 and a line naming the fix, instead of
+    restarting the worker and fencing the twin in turn. The twin runs on, and results are exact."""
+    p = pipeline(partitions=2, flush="500ms")
+    events = generate(20_000, 2, seed=43)
+    kafka.produce(p.topic, events)
+    env = {"EVENTFLEET_INSTANCE_ID": "twin"}
+    first = p.start_fleet(workers=1, env=env)
+    _wait(lambda: "partitions assign: " in p.fleet_log(), 60, "the first instance to join")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = p.start_fleet(workers=1, env={**env, "TMPDIR": str(elsewhere)})
+    assert first.wait(60) == 2, p.fleet_log()[-3000:]
+    log = p.fleet_log()
+    assert "this worker was fenced" in log
+    assert "with group.instance.id twin-0: stopping this instance" in log
+    assert "EVENTFLEET_INSTANCE_ID" in log
+    assert second.poll() is None
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert p.stop(second) == 0
+    assert_exact(p, ground_truth(events), ends)
