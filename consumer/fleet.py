@@ -243,9 +243,10 @@ class Supervisor:
                 code = slot.proc.wait()
             clean &= code == 0
             self._exited(slot, code)
-        log.info("supervisor stopped %s", "cleanly" if clean else "with errors")
         if self.fenced:
+            log.info("supervisor stopped: a worker was fenced")
             return 2
+        log.info("supervisor stopped %s", "cleanly" if clean else "with errors")
         return 0 if clean else 1
 
     # -- signals and health ---------------------------------------------------------------------
