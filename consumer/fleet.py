@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 
 from .backoff import backoff_s
-from .config import Pipeline
+from .config import INSTANCE_ID, Pipeline
 from .errors import EventfleetError
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,14 @@ def instance_id(pipeline: Pipeline) -> str | None:
     $EVENTFLEET_INSTANCE_ID, else the host name (unique per pod, container or machine)."""
     if not pipeline.fleet.static_membership:
         return None
-    return pipeline.fleet.instance_id or os.environ.get("EVENTFLEET_INSTANCE_ID") or socket.gethostname()
+    if pipeline.fleet.instance_id:  # checked with the config
+        return pipeline.fleet.instance_id
+    from_env = os.environ.get("EVENTFLEET_INSTANCE_ID")
+    if from_env and not INSTANCE_ID.match(from_env):
+        raise EventfleetError(
+            f"EVENTFLEET_INSTANCE_ID={from_env!r} is not an instance id: use letters, digits, '.', '_' and '-'"
+        )
+    return from_env or socket.gethostname()
 
 
 def claim_instance(pipeline: Pipeline, instance: str) -> int:

@@ -39,6 +39,9 @@ def test_the_instance_id_is_configured_else_from_the_environment_else_the_host_n
     assert instance_id(_pipeline(tmp_path)) == "pod-7"
     assert instance_id(_pipeline(tmp_path, {"instance_id": "eu-1.a"})) == "eu-1.a"
     assert instance_id(_pipeline(tmp_path, {"static_membership": False})) is None
+    monkeypatch.setenv("EVENTFLEET_INSTANCE_ID", "pod 7")
+    with pytest.raises(EventfleetError, match="EVENTFLEET_INSTANCE_ID='pod 7' is not an instance id"):
+        instance_id(_pipeline(tmp_path))
 
 
 @pytest.mark.parametrize(
