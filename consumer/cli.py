@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True, help="pipeline .toml file, or env:NAME")
     worker.add_argument("--worker-id", type=int, default=0, help=argparse.SUPPRESS)
     worker.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--group-instance-id", help=argparse.SUPPRESS)  # a supervisor slot's static membership
     worker.add_argument("--metrics-port", type=int, default=0, help="serve this worker's /metrics (default: off)")
     worker.set_defaults(func=_worker)
 
@@ -209,7 +210,7 @@ def _worker(args: argparse.Namespace) -> int:
             start_http_server(args.metrics_port)
         except OSError as e:
             raise PortError(args.metrics_port, e, "Choose a free one with --metrics-port N (0 turns it off)") from None
-    return run(pipeline, args.worker_id, args.heartbeat_fd)
+    return run(pipeline, args.worker_id, args.heartbeat_fd, args.group_instance_id)
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from .window import parse_duration_ms
 log = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 # librdkafka settings that carry eventfleet's guarantees: the user may not override them.
 MANAGED_KAFKA_KEYS = {
@@ -36,6 +37,7 @@ MANAGED_KAFKA_KEYS = {
     "enable.auto.commit": "eventfleet commits after each sink transaction; remove the key",
     "enable.auto.offset.store": "eventfleet stores offsets itself; remove the key",
     "partition.assignment.strategy": "eventfleet needs cooperative-sticky; remove the key",
+    "group.instance.id": "eventfleet run gives each worker slot its own from [fleet] instance_id; remove the key",
 }
 ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content of variable NAME
 SINK_TYPES = ("sqlite", "postgres", "kafka")
@@ -108,6 +110,11 @@ class FleetSettings:
     watchdog_timeout_s: float = 60.0  # a worker silent this long is killed and restarted
     shutdown_grace_s: float = 30.0  # after SIGTERM, workers still running this long are killed
     max_rss_bytes: int | None = None  # a worker above this flushes, exits and is replaced
+    # Static membership (KIP-345): worker slot i of `eventfleet run` joins as group.instance.id
+    # "<instance_id>-<i>", so a restarted worker gets its partitions back without a rebalance.
+    # None: $EVENTFLEET_INSTANCE_ID, else the host name.
+    instance_id: str | None = None
+    static_membership: bool = True
 
 
 @dataclass(frozen=True)
@@ -381,12 +388,20 @@ def _fleet(t: Mapping[str, Any]) -> FleetSettings:
                 "fleet.max_rss", f"{t['max_rss']!r} is not a size", 'write e.g. max_rss = "2GiB" (or "0": off)'
             )
         max_rss = int(match.group(1)) * _SIZE_UNITS[match.group(2)] or None
+    keys = ("watchdog_timeout", "shutdown_grace", "max_rss", "instance_id", "static_membership")
     for name in t:
-        if name not in ("watchdog_timeout", "shutdown_grace", "max_rss"):
-            raise ConfigError(f"fleet.{name}", "unknown key", "use watchdog_timeout, shutdown_grace or max_rss")
+        if name not in keys:
+            raise ConfigError(f"fleet.{name}", "unknown key", f"use {', '.join(keys[:-1])} or {keys[-1]}")
     if watchdog <= 0:
         raise ConfigError("fleet.watchdog_timeout", "must be more than zero", 'write e.g. "60s"')
-    return FleetSettings(watchdog, grace, max_rss)
+    instance = t.get("instance_id")
+    if instance is not None and not (isinstance(instance, str) and INSTANCE_ID.match(instance)):
+        raise ConfigError("fleet.instance_id", f"{instance!r} is not an instance id",
+                          'use letters, digits, ".", "_" and "-", e.g. instance_id = "${POD_NAME}"')  # fmt: skip
+    static = t.get("static_membership", True)
+    if not isinstance(static, bool):
+        raise ConfigError("fleet.static_membership", f"{static!r} is not a boolean", "write true or false")
+    return FleetSettings(watchdog, grace, max_rss, instance, static)
 
 
 def _env_source(key: str, value: str, what: str) -> str:

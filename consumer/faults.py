@@ -5,7 +5,9 @@
 sink: records acknowledged and offsets sent to the transaction, before commit_transaction),
 ``after_sink_commit`` (before the Kafka commit) or ``in_replay_reset`` (inside the replay's reset
 transaction, before COMMIT). ``"POINT@N:sleep=S"`` stalls there for S
-seconds instead, once (a worker stuck in a sink call past its poll interval). With
+seconds instead, once (a worker stuck in a sink call past its poll interval); ``"POINT@N:wait=PATH"``
+waits there until PATH exists (``before_join``: a worker that opened its sink joins the group when
+the test says). With
 ``EVENTFLEET_FAULT_ONCE=PATH`` the fault fires in one process only: the first to fire creates
 PATH, and a process that finds it at start is disarmed (a restarted worker runs clean).
 """
@@ -34,7 +36,12 @@ def reach(point: str) -> None:
     if _hits >= int(_AT or 1) and _ONCE:
         with open(_ONCE, "a"):
             pass
-    if _ACTION.startswith("sleep="):
+    if _ACTION.startswith("wait="):
+        if _hits == int(_AT or 1):
+            log.warning("EVENTFLEET_FAULT: waiting at %s for %s", point, _ACTION[5:])
+            while not os.path.exists(_ACTION[5:]):
+                time.sleep(0.05)
+    elif _ACTION.startswith("sleep="):
         if _hits == int(_AT or 1):
             log.warning("EVENTFLEET_FAULT: stalling %s s at %s", _ACTION[6:], point)
             time.sleep(float(_ACTION[6:]))

@@ -3,8 +3,9 @@
 ``eventfleet run --workers N`` starts N ``eventfleet worker`` processes in the same consumer group
 and then only watches them:
 
-- a worker that exits unexpectedly is restarted after an exponential backoff (tenacity's wait
-  strategy), logged and counted;
+- a worker that exits unexpectedly is restarted at once, and again after an exponential backoff
+  (tenacity's wait strategy) if it keeps failing (the count starts over after a run of STABLE_RUN_S),
+  logged and counted;
 - each worker writes a heartbeat byte to a pipe from its poll loop; one silent for longer than
   ``[fleet] watchdog_timeout`` (stuck in a sink call, deadlocked) is killed with SIGKILL and
   restarted, well before the broker would evict it (the protocol keeps that exact);
@@ -15,13 +16,24 @@ and then only watches them:
 - SIGUSR1 is passed on to every worker (each dumps its threads' stacks to its log).
 
 Workers die with the supervisor (PR_SET_PDEATHSIG), so killing an instance kills it whole.
+
+Static membership (KIP-345): worker slot i joins the group as ``group.instance.id``
+``<instance id>-<i>`` (``[fleet] instance_id``, else ``$EVENTFLEET_INSTANCE_ID``, else the host
+name). A worker killed and restarted in its slot rejoins under the same id within the session
+timeout and gets its partitions back at once, without a rebalance; on SIGTERM workers leave the
+group, so their partitions move at once too. Two live members with one id fence each other: the
+supervisor refuses to start beside another instance of the same id on this host, and stops
+(exit 2) when the broker fenced one of its workers for a member elsewhere.
 """
 
+import fcntl
+import hashlib
 import logging
 import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,11 +44,14 @@ from pathlib import Path
 from types import FrameType
 
 from .backoff import backoff_s
-from .config import Pipeline
+from .config import INSTANCE_ID, Pipeline
+from .errors import EventfleetError
 
 log = logging.getLogger(__name__)
 
 EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
+STABLE_RUN_S = 60.0  # a worker that ran this long before it failed is restarted at once again
+EXIT_FENCED = 76  # the broker fenced a worker: another live member uses its group.instance.id
 HEARTBEAT = b"h"  # written by a worker's poll loop
 JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
 
@@ -71,14 +86,24 @@ class Slot:
     last_beat: float = 0.0
     joined: bool = False
     failures: int = 0  # consecutive unexpected exits
+    started_at: float = 0.0
     restart_at: float = 0.0
     exits: list[int] = field(default_factory=list)
 
 
 class Supervisor:
-    def __init__(self, pipeline: Pipeline, workers: int, metrics_port: int | None, extra_args: list[str]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        workers: int,
+        metrics_port: int | None,
+        extra_args: list[str],
+        instance: str | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.settings = pipeline.fleet
+        self.instance = instance  # None: no static membership
+        self.fenced = False
         self.slots = [Slot(i) for i in range(workers)]
         self.metrics_port = pipeline.metrics_port if metrics_port is None else metrics_port
         self.extra_args = extra_args
@@ -131,10 +156,12 @@ class Supervisor:
         os.set_blocking(read_fd, False)
         cmd = [sys.executable, "-m", "consumer", *self.extra_args, "worker", "--config", str(self.pipeline.source),
                "--worker-id", str(slot.index), "--heartbeat-fd", str(write_fd)]  # fmt: skip
+        if self.instance is not None:  # the slot's id: the same across restarts of its worker
+            cmd += ["--group-instance-id", f"{self.instance}-{slot.index}"]
         slot.proc = subprocess.Popen(cmd, pass_fds=(write_fd,))
         os.close(write_fd)
         slot.heartbeat_fd = read_fd
-        slot.last_beat = time.monotonic()
+        slot.last_beat = slot.started_at = time.monotonic()
         slot.joined = False
         self.selector.register(read_fd, selectors.EVENT_READ, slot)
         log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)
@@ -177,13 +204,23 @@ class Supervisor:
         slot.exits.append(code)
         if self.stopping:
             return
+        if code == EXIT_FENCED:  # restarting it would fence the other member in turn, and so on
+            log.error("worker %d was fenced by another member of group %s with group.instance.id %s-%d: stopping "
+                      "this instance. Give every instance its own id ([fleet] instance_id or EVENTFLEET_INSTANCE_ID)",
+                      slot.index, self.pipeline.kafka.group_id, self.instance, slot.index)  # fmt: skip
+            self.stopping = self.fenced = True
+            return
         if code == EXIT_RECYCLE:
             slot.failures = 0
             delay = 0.0
             log.info("worker %d recycled (memory guard); replacing it", slot.index)
         else:
+            if time.monotonic() - slot.started_at >= STABLE_RUN_S:
+                slot.failures = 0
             slot.failures += 1
-            delay = backoff_s(slot.failures)
+            # The first restart is immediate: back within the session, the slot's static member gets
+            # its partitions again without a rebalance. A crash loop backs off from the second.
+            delay = 0.0 if slot.failures == 1 else backoff_s(slot.failures - 1)
             log.error("worker %d exited with %s; restart %d in %.1f s", slot.index, code, slot.failures, delay)
         self.metrics.WORKER_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
         slot.restart_at = time.monotonic() + delay
@@ -206,6 +243,9 @@ class Supervisor:
                 code = slot.proc.wait()
             clean &= code == 0
             self._exited(slot, code)
+        if self.fenced:
+            log.info("supervisor stopped: a worker was fenced")
+            return 2
         log.info("supervisor stopped %s", "cleanly" if clean else "with errors")
         return 0 if clean else 1
 
@@ -234,14 +274,57 @@ class Supervisor:
         return (not waiting, f"workers not in the group yet: {waiting}" if waiting else "ok")
 
 
+def instance_id(pipeline: Pipeline) -> str | None:
+    """This instance's id for static membership (None: off): [fleet] instance_id, else
+    $EVENTFLEET_INSTANCE_ID, else the host name (unique per pod, container or machine)."""
+    if not pipeline.fleet.static_membership:
+        return None
+    if pipeline.fleet.instance_id:  # checked with the config
+        return pipeline.fleet.instance_id
+    from_env = os.environ.get("EVENTFLEET_INSTANCE_ID")
+    if from_env and not INSTANCE_ID.match(from_env):
+        raise EventfleetError(
+            f"EVENTFLEET_INSTANCE_ID={from_env!r} is not an instance id: use letters, digits, '.', '_' and '-'"
+        )
+    return from_env or socket.gethostname()
+
+
+def claim_instance(pipeline: Pipeline, instance: str) -> int:
+    """Hold a lock file for (cluster, group, instance id) on this host for the supervisor's life,
+    so that a second ``eventfleet run`` with the same id here stops at once instead of fencing
+    this one's workers (and being fenced in turn). Returns the lock's descriptor."""
+    kafka = pipeline.kafka
+    key = hashlib.sha256(f"{kafka.bootstrap_servers}\0{kafka.group_id}\0{instance}".encode()).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / f"eventfleet-instance-{key}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise EventfleetError(
+            f"another eventfleet run on this host (pid {holder}) is instance {instance!r} of group "
+            f"{kafka.group_id!r}: their workers would fence each other (static membership). Give each instance its "
+            "own id: set EVENTFLEET_INSTANCE_ID or [fleet] instance_id"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def run(pipeline: Pipeline, workers: int | None, metrics_port: int | None, extra_args: list[str]) -> int:
-    supervisor = Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args)
+    instance = instance_id(pipeline)
+    supervisor = Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args, instance)
     from .source import check_topics  # only now: it imports prometheus_client, which reads the env
 
     try:
         supervisor.listen()
         check_topics(pipeline)  # a missing topic or broker is a start-up error, not a crash loop
+        if instance is not None:
+            claim_instance(pipeline, instance)  # held until this process exits
     except BaseException:
         supervisor.close()
         raise
+    if instance is not None:
+        log.info("static membership: workers join as group.instance.id %s-<slot>", instance)
     return supervisor.run()

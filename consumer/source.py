@@ -26,6 +26,7 @@ Handler = Callable[[list[KafkaPartition]], None]
 
 METADATA_TIMEOUT_S = 15.0
 METADATA_SLICE_S = 1.0  # between two looks at the clients' errors while waiting for the metadata
+LEAVE_TIMEOUT_S = 10.0  # at shutdown: revoke and leave before closing
 
 
 class SourceError(EventfleetError):
@@ -149,8 +150,11 @@ class Source:
         on_revoke: Handler,
         on_lost: Handler,
         on_stats: Callable[[str], None] | None = None,
+        group_instance_id: str | None = None,
     ) -> None:
         settings = consumer_settings(pipeline)
+        if group_instance_id is not None:  # static membership (fleet.py): a restart keeps the partitions
+            settings["group.instance.id"] = group_instance_id
         if on_stats is not None:
             settings["stats_cb"] = kafkalog.client_hooks(on_stats)["stats_cb"]  # the lag, and brokers back
         self.consumer = Consumer(settings)
@@ -187,8 +191,21 @@ class Source:
             raise RebalanceError(f"rebalance callback failed: {self._error}") from self._error
         return messages
 
-    def close(self) -> None:
-        """Leave the group (the revoke callback runs first) and release the client."""
+    def close(self, leave: bool = True) -> None:
+        """Leave the group (the revoke callback runs first) and release the client.
+
+        A static member (group.instance.id) does not leave when its consumer closes: its
+        partitions would wait for its session to expire. Leaving: unsubscribe first, which
+        revokes and sends the LeaveGroup, so they move at once. ``leave=False`` keeps a static
+        member's partitions for the worker that replaces it in the same slot."""
+        if leave and self._error is None:
+            try:
+                self.consumer.unsubscribe()
+                deadline = time.monotonic() + LEAVE_TIMEOUT_S
+                while self.consumer.assignment() and time.monotonic() < deadline:
+                    self.consumer.poll(0.1)  # serves the revoke callback; what it returns is never processed
+            except KafkaException as e:  # a consumer in a fatal state: close() is all that is left
+                log.warning("could not leave the group before closing: %s", e)
         self.consumer.close()
         if self._error is not None:
             raise RebalanceError(f"rebalance callback failed: {self._error}") from self._error

@@ -22,14 +22,14 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from . import metrics, profiling
+from . import faults, metrics, profiling
 from .aggregate import compile_updater
 from .backoff import backoff_s
 from .config import Pipeline
 from .decode import FramedDecoder, Projection, make_projection
 from .dlq import DeadLetters, InvalidCaps
 from .errors import EventfleetError, SinkError
-from .fleet import EXIT_RECYCLE, HEARTBEAT, JOINED
+from .fleet import EXIT_FENCED, EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .registry import RegistryUnavailable, connect
 from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
@@ -49,9 +49,16 @@ REGISTRY_RETRY_MAX_S = 5.0  # backoff ceiling between tries while the schema reg
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        worker_id: int = 0,
+        heartbeat_fd: int | None = None,
+        group_instance_id: str | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.worker_id = worker_id
+        self.group_instance_id = group_instance_id  # static membership: a supervisor slot's id (fleet.py)
         self.heartbeat_fd = heartbeat_fd  # a pipe to the supervisor, None when unsupervised
         self.recycle = False
         self.group = pipeline.kafka.group_id
@@ -74,6 +81,9 @@ class Worker:
         self.outage_since: float | None = None  # monotonic time the sink started failing
         self.outage_attempts = 0
         self.paused_for: set[str] = set()  # why every partition is paused: "sink", "registry"
+        # Owned partitions rewound while the sink could not be read: out of state.parts (nothing of
+        # theirs is aggregated, flushed or committed) and paused until the sink gives their positions.
+        self.unplaced: set[TopicPartition] = set()
         self.registry_outage: RegistryOutage | None = None
         self.registry_requests = 0  # of them, already counted in the metrics
         self.events = 0
@@ -106,7 +116,10 @@ class Worker:
         if self.heartbeat_fd is not None:
             _die_with_parent()
         interval_s = self.pipeline.flush_interval_ms / 1000
-        self.source = source = Source(self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
+        faults.reach("before_join")
+        self.source = source = Source(
+            self.pipeline, self._on_assign, self._on_revoke, self._on_lost, self._on_stats, self.group_instance_id
+        )
         self.dead_letters = DeadLetters(self.pipeline) if self.pipeline.dlq.enabled else None
         # The cyclic garbage collector: every batch allocates 10,000 Message objects, which with
         # the default threshold (700) starts a young collection 14 times a batch, about 5% of the
@@ -119,6 +132,7 @@ class Worker:
         log.info("worker started: group %s, topics %s", self.group, ", ".join(self.pipeline.kafka.topics))
         next_flush = next_beat = time.monotonic()
         next_flush += interval_s
+        fenced = False
         try:
             use_consumer(self.sink, source.consumer)
             while not self.stopping:
@@ -152,9 +166,15 @@ class Worker:
                     if commit_to_kafka(source.consumer, self.state):
                         break
                     time.sleep(0.5)
+        except InstanceFenced as e:
+            log.error("%s", e)
+            fenced = True
         finally:
-            source.close()
+            # A recycled static member keeps its partitions for its replacement; a stopping one leaves.
+            source.close(leave=not (self.recycle or fenced))
             self.sink.close()
+        if fenced:  # nothing was flushed: the member that fenced this one owns the partitions now
+            return EXIT_FENCED
         active_s = self.last_event_at - (self.first_event_at or self.last_event_at)
         rate = self.events / active_s if active_s else 0.0
         log.info("worker stopped: %d events in %.2f s from first to last, %.0f events/s", self.events, active_s, rate)
@@ -351,7 +371,13 @@ class Worker:
         if error.code() == KafkaError._PARTITION_EOF:  # enable.partition.eof (source.py)
             self.at_end((msg.topic(), msg.partition()), msg.offset())
             return
-        if error.fatal():
+        fatal = error.fatal() or error.code() == KafkaError._FATAL  # the consumer is of no more use
+        if error.code() == KafkaError.FENCED_INSTANCE_ID or (fatal and "group.instance.id" in error.str()):
+            raise InstanceFenced(
+                f"this worker was fenced: another member of group {self.group} joined with its group.instance.id "
+                f"{self.group_instance_id} ({error.str()})"
+            )
+        if fatal:
             raise KafkaException(error)
         log.error("consume error on %s[%s]: %s", msg.topic(), msg.partition(), error)
 
@@ -387,18 +413,19 @@ class Worker:
         """Flush; while the sink fails, pause every partition (memory stays bounded, polling goes
         on so the group keeps us) and retry with backoff. Returns the seconds to the next try."""
         try:
+            self._place()  # partitions rewound while the sink could not be read: to its positions first
             self._flush()
+            if self.unplaced:  # the flush hit a conflict, then could not read the positions back
+                raise SinkError("the sink's positions could not be read after a rolled-back flush")
         except SinkError as e:
             now = time.monotonic()
-            if self.outage_since is None:
-                self.outage_since = now
-                self._pause("sink")
+            since = self._sink_down()
             self.outage_attempts += 1
             delay = backoff_s(self.outage_attempts, initial_s=0.5, max_s=SINK_RETRY_MAX_S)
             metrics.SINK_RETRIES.inc()
-            metrics.SINK_OUTAGE_SECONDS.set(now - self.outage_since)
+            metrics.SINK_OUTAGE_SECONDS.set(now - since)
             log.warning("sink write failed for %.1f s (%s): partitions paused, retry %d in %.1f s",
-                        now - self.outage_since, e, self.outage_attempts, delay)  # fmt: skip
+                        now - since, e, self.outage_attempts, delay)  # fmt: skip
             return delay
         if self.outage_since is not None:
             self._resume("sink")
@@ -406,6 +433,14 @@ class Worker:
             self.outage_since, self.outage_attempts = None, 0
             metrics.SINK_OUTAGE_SECONDS.set(0)
         return interval_s
+
+    def _sink_down(self) -> float:
+        """Enter (or stay in) a sink outage: every partition paused until a flush goes through.
+        Returns when the outage began (monotonic)."""
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            self._pause("sink")
+        return self.outage_since
 
     def _pause(self, reason: str) -> None:
         """Pause every assigned partition (polling goes on, so the group keeps this worker)."""
@@ -507,10 +542,22 @@ class Worker:
             log.info("%d late events in %s[%d] not aggregated (counted)", n, topic, partition)
 
     def _on_assign(self, partitions: list[KafkaPartition]) -> None:
-        """Resume each new partition from the position and watermark the sink holds."""
+        """Resume each new partition from the position and watermark the sink holds. While the
+        sink cannot be read, the partitions are taken paused and placed once it answers."""
         assert self.source is not None
+        consumer = self.source.consumer
         keys = [(p.topic, p.partition) for p in partitions]
-        stored = self.sink.read_positions(self.group, keys)
+        try:
+            stored = self.sink.read_positions(self.group, keys)
+        except SinkError as e:
+            consumer.incremental_assign(partitions)  # where it starts does not matter: paused, then sought
+            self.unplaced.update(keys)
+            if self.paused_for:
+                consumer.pause(partitions)
+            self._sink_down()
+            log.warning("cannot read the positions of the new partitions (%s): paused until the sink answers", e)
+            self._assigned()
+            return
         for p, key in zip(partitions, keys, strict=True):
             position = stored.get(key)
             if position is None:  # a brand-new sink: the committed Kafka offset, else earliest
@@ -518,18 +565,39 @@ class Worker:
             else:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
-        self.source.consumer.incremental_assign(partitions)
+        consumer.incremental_assign(partitions)
+        if self.paused_for:  # taken during an outage: paused like the rest
+            consumer.pause(partitions)
         if self.state.check_replaying():  # the filters came with the positions: continue the replay exactly
             replaying = [f"{p.topic}[{p.partition}] until offset {p.replay_until}" for p in self.state.parts.values()
                          if p.replaying]  # fmt: skip
             log.info("an unfinished replay continues in %s", ", ".join(replaying))
-        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
+        self._assigned()
+
+    def _assigned(self) -> None:
+        assert self.source is not None
+        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts) + len(self.unplaced))
+        if self.paused_for:
+            metrics.PAUSED_PARTITIONS.set(len(self.source.consumer.assignment()))
         if self.heartbeat_fd is not None:
             os.write(self.heartbeat_fd, JOINED)
 
     def _on_revoke(self, partitions: list[KafkaPartition]) -> None:
-        """Flush everything before the partitions go, so the next owner starts where we ended."""
-        self._flush()
+        """Flush everything before the partitions go, so the next owner starts where we ended.
+
+        When the sink cannot be written, the revoked partitions' partials must not reach it once
+        they are gone (their next owner reads those events again from the sink's positions), and
+        partials are merged across partitions: all are dropped and the partitions kept are rewound
+        to the sink's positions (docs/design.md, "Rebalances"). The worker stays in the group."""
+        try:
+            self._flush()
+        except SinkError as e:
+            self._forget(partitions)
+            self._sink_down()  # paused before the rewind seeks them
+            log.warning("cannot flush before handing over %d partitions (%s): dropping every unflushed partial "
+                        "and rewinding the %d partitions kept", len(partitions), e, len(self.state.parts))  # fmt: skip
+            self._rewind(list(self.state.parts))
+            return
         self._forget(partitions)
 
     def _on_lost(self, partitions: list[KafkaPartition]) -> None:
@@ -541,35 +609,51 @@ class Worker:
     def _forget(self, partitions: list[KafkaPartition]) -> None:
         for p in partitions:
             self.state.parts.pop((p.topic, p.partition), None)
+            self.unplaced.discard((p.topic, p.partition))
             self.ended.pop((p.topic, p.partition), None)
             with contextlib.suppress(KeyError):  # no lag reported for it yet
                 metrics.CONSUMER_LAG.remove(p.topic, str(p.partition))
         self.state.check_replaying()
-        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts))
+        metrics.ASSIGNED_PARTITIONS.set(len(self.state.parts) + len(self.unplaced))
 
     def _rewind(self, keys: list[TopicPartition]) -> None:
-        """Drop all unflushed work and seek these partitions back to the sink's positions."""
-        assert self.source is not None
+        """Drop all unflushed work and seek these partitions back to the sink's positions.
+
+        The positions in memory are past the dropped partials, so no flush may write them: the
+        partitions leave ``state.parts`` until they are placed again. While the sink cannot be
+        read they stay out, paused, and :meth:`_place` is retried with the flushes."""
         self.state.clear()
         for key in keys:  # its end events were about the old position
             self.ended.pop(key, None)
+            self.state.parts.pop(key, None)
+        self.unplaced.update(keys)
         try:
-            stored = self.sink.read_positions(self.group, keys)
-        except EventfleetError as e:
-            # The positions in memory are past the discarded partials: no flush may write them
-            # (the one when the consumer closes included). Exit; a fresh start reads the sink.
-            self.state.parts.clear()
-            raise RewindError(f"cannot rewind to the sink's positions after discarding partials: {e}") from e
+            self._place()
+        except SinkError as e:
+            self._sink_down()
+            log.warning("cannot read the sink's positions to rewind %d partitions (%s): paused until it answers",
+                        len(self.unplaced), e)  # fmt: skip
+
+    def _place(self) -> None:
+        """Seek the partitions waiting for a rewind to the sink's positions and take them back
+        into ``state.parts``; raises SinkError (and changes nothing) while the sink cannot be read."""
+        if not self.unplaced:
+            return
+        assert self.source is not None
+        consumer = self.source.consumer
+        keys = sorted(self.unplaced)
+        stored = self.sink.read_positions(self.group, keys)
         for key in keys:
             position = stored.get(key)
             if position is None:  # never flushed: back to where a brand-new sink starts
                 self.state.parts[key] = PartitionState(*key)
-                committed = self.source.consumer.committed([KafkaPartition(*key)], timeout=10)[0]
+                committed = consumer.committed([KafkaPartition(*key)], timeout=10)[0]
                 offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
             else:
                 self.state.parts[key] = PartitionState.from_position(position)
                 offset = position.next_offset
-            self.source.consumer.seek(KafkaPartition(key[0], key[1], offset))
+            consumer.seek(KafkaPartition(key[0], key[1], offset))
+        self.unplaced.clear()
         self.state.check_replaying()
         log.warning("rewound %d partitions to the sink's positions", len(keys))
 
@@ -584,8 +668,8 @@ class RegistryOutage:
     retry_at: float = 0.0
 
 
-class RewindError(EventfleetError):
-    """The sink's positions could not be read after partials were discarded: the worker exits."""
+class InstanceFenced(EventfleetError):
+    """Another live member uses this worker's group.instance.id: the broker fenced this one."""
 
 
 def _rss_bytes() -> int:
@@ -601,5 +685,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def run(pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None) -> int:
-    return Worker(pipeline, worker_id, heartbeat_fd).run()
+def run(
+    pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None, group_instance_id: str | None = None
+) -> int:
+    return Worker(pipeline, worker_id, heartbeat_fd, group_instance_id).run()

@@ -163,13 +163,16 @@ class SqliteSink:
 
     def read_positions(self, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, Position]:
         wanted = set(partitions)
-        rows = self.db.execute(
-            "SELECT p.topic, p.partition, p.next_offset, p.watermark, p.late_events, p.invalid_events, "
-            f"r.windows_from, r.until_offset FROM {self._positions} p LEFT JOIN {self._replay} r "
-            "ON r.consumer_group = p.consumer_group AND r.topic = p.topic AND r.partition = p.partition "
-            "AND r.until_offset > p.next_offset WHERE p.consumer_group = ?",  # a filter passed is inert
-            (group,),
-        )
+        try:
+            rows = self.db.execute(
+                "SELECT p.topic, p.partition, p.next_offset, p.watermark, p.late_events, p.invalid_events, "
+                f"r.windows_from, r.until_offset FROM {self._positions} p LEFT JOIN {self._replay} r "
+                "ON r.consumer_group = p.consumer_group AND r.topic = p.topic AND r.partition = p.partition "
+                "AND r.until_offset > p.next_offset WHERE p.consumer_group = ?",  # a filter passed is inert
+                (group,),
+            ).fetchall()
+        except sqlite3.Error as e:  # locked past the busy timeout, unreadable: the worker retries
+            raise SinkError(f"SQLite read of the positions in {str(self.pipeline.sink.path)!r} failed: {e}") from e
         found = {}
         for topic, partition, offset, watermark, late, invalid, floor, until in rows:
             if (topic, partition) in wanted:
