@@ -118,13 +118,11 @@ def demo(
         positions = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
     late = sum(p.late_events for p in positions.values())
     invalid = sum(p.invalid_events for p in positions.values())
-    counted = sum(row[columns.index("events")] for row in rows) if "events" in columns else None
+    counter = next((m.name for m in pipeline.aggregate.metrics if m.kind == "count"), None)
+    counted = f"{sum(row[columns.index(counter)] for row in rows):,}" if counter else "?"
     print(f"\nfirst rows of {len(rows)} (eventfleet results --config {pipeline_file}):")
     write_rows(columns, rows[:12], "table", sys.stdout)
-    print(
-        f"\n{count:,} events: {counted if counted is not None else '?':,} aggregated, {late:,} late "
-        f"(window closed, counted), {invalid:,} undecodable"
-    )
+    print(f"\n{count:,} events: {counted} aggregated, {late:,} late (window closed, counted), {invalid:,} undecodable")
     who = f"{workers} worker" + ("s" if workers != 1 else "")
     if tail is not None:  # the workers waited for the tailer: their events/s would say how fast it was
         tail.report(count)
