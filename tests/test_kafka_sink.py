@@ -14,9 +14,10 @@ from confluent_kafka import TopicPartition
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from consumer.config import load
-from consumer.errors import ConfigError, SinkError
+from consumer.errors import ConfigError
 from consumer.sinks import Position
 from consumer.sinks.kafka import (
+    ForeignOffsets,
     decode_position,
     encode_position,
     fingerprint,
@@ -155,7 +156,7 @@ def test_offsets_written_by_something_else_are_refused(tmp_path: Path) -> None:
     p = _load(tmp_path)
     fp = fingerprint(p)
     for metadata in ("", "some other tool", '{"eventfleet": 1}', "[1]"):
-        with pytest.raises(SinkError, match="did not write"):
+        with pytest.raises(ForeignOffsets, match="did not write"):
             decode_position(TopicPartition("readings", 0, 5, metadata=metadata), fp, "g")
     # another pipeline (other window) or another output topic: another fingerprint
     other = copy.deepcopy(DOC)
@@ -164,7 +165,7 @@ def test_offsets_written_by_something_else_are_refused(tmp_path: Path) -> None:
     moved["sink"]["topic"] = "elsewhere"
     for doc in (other, moved):
         meta = encode_position(Position("readings", 0, 5, 0), fingerprint(_load(tmp_path, doc)))
-        with pytest.raises(SinkError, match="another pipeline or output topic"):
+        with pytest.raises(ForeignOffsets, match="another pipeline or output topic"):
             decode_position(TopicPartition("readings", 0, 5, metadata=meta), fp, "g")
 
 

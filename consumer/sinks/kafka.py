@@ -52,7 +52,7 @@ from .. import faults
 from ..aggregate import Partial, State, merge
 from ..config import Pipeline
 from ..decode import make_decoder, make_encoder
-from ..errors import ConfigError, PositionConflict, SinkError
+from ..errors import ConfigError, EventfleetError, PositionConflict, SinkError
 from ..registry import RegistryUnavailable, connect, header_size
 from . import Position, PositionWrite, Reject, TopicPartition
 from .sqlite import pipeline_signature
@@ -173,15 +173,20 @@ def encode_position(p: Position, pipeline_fingerprint: str) -> str:
     )
 
 
+class ForeignOffsets(EventfleetError):
+    """The group's committed offsets were not written by this pipeline's kafka sink: resuming from
+    them could not be exact. Not an outage (waiting would not fix it): the worker stops."""
+
+
 def decode_position(tp: KafkaPartition, pipeline_fingerprint: str, group: str) -> Position:
-    """The position a committed offset stands for; SinkError when this sink did not write it."""
+    """The position a committed offset stands for; ForeignOffsets when this sink did not write it."""
     where = f"{tp.topic}[{tp.partition}]"
     try:
         meta = json.loads(tp.metadata or "")
         if not isinstance(meta, dict) or meta.get("eventfleet") != METADATA_VERSION:
             raise ValueError("not eventfleet metadata")
         if meta["pipeline"] != pipeline_fingerprint:
-            raise SinkError(
+            raise ForeignOffsets(
                 f"group {group!r} committed {where} up to offset {tp.offset} for another pipeline or output "
                 f"topic (fingerprint {meta['pipeline']}, this pipeline's is {pipeline_fingerprint}): resuming "
                 "would mix results. Use a new kafka.group_id (it rebuilds the output from the source topic), "
@@ -190,7 +195,7 @@ def decode_position(tp: KafkaPartition, pipeline_fingerprint: str, group: str) -
         return Position(tp.topic, tp.partition, tp.offset, int(meta["watermark"]), int(meta["late"]),
                         int(meta["invalid"]))  # fmt: skip
     except (ValueError, KeyError, TypeError):
-        raise SinkError(
+        raise ForeignOffsets(
             f"group {group!r} has a committed offset for {where} ({tp.offset}) that the kafka sink did not write "
             f"(metadata {tp.metadata!r}): its watermark is unknown, so resuming could not be exact. Use a new "
             "kafka.group_id, or delete the group's offsets (kafka-consumer-groups.sh --delete-offsets)"
