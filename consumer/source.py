@@ -16,6 +16,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from . import metrics
 from .config import Pipeline
 from .errors import EventfleetError
+from .preflight import check_access
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,10 @@ def check_topics(pipeline: Pipeline, client: Any = None) -> None:
 
         client = AdminClient(pipeline.kafka.client_settings())
     servers = pipeline.kafka.bootstrap_servers
+    # wrong credentials or CA: one line at once rather than a metadata timeout (see preflight.py)
+    answered = check_access(pipeline.kafka, METADATA_TIMEOUT_S)
     try:
-        found = client.list_topics(timeout=METADATA_TIMEOUT_S).topics
+        found = client.list_topics(timeout=METADATA_TIMEOUT_S if answered else 1.0).topics
     except KafkaException as e:
         raise SourceError(
             f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the broker "
