@@ -470,8 +470,9 @@ class Cluster:
 
     def coordinator(self, group: str) -> int:
         """The id of the broker coordinating the consumer group ``group``."""
-        (future,) = self.admin().describe_consumer_groups([group], request_timeout=10).values()
-        return int(future.result().coordinator.id)
+        admin = self.admin()  # alive until the answer came: a dropped client never completes its futures
+        (future,) = admin.describe_consumer_groups([group], request_timeout=10).values()
+        return int(future.result(timeout=30).coordinator.id)
 
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The id of the broker coordinating ``transactional_id``: the leader of its partition of

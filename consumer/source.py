@@ -78,13 +78,13 @@ def _log_client_error(error: KafkaError) -> None:
 
 def check_topics(pipeline: Pipeline, client: Any = None) -> None:
     """Fail fast, with the fix, when the broker is unreachable or a topic is missing."""
+    servers = pipeline.kafka.bootstrap_servers
+    # wrong credentials or CA: one line at once rather than a metadata timeout (see preflight.py)
+    answered = check_access(pipeline.kafka, METADATA_TIMEOUT_S)
     if client is None:
         from confluent_kafka.admin import AdminClient
 
         client = AdminClient(pipeline.kafka.client_settings())
-    servers = pipeline.kafka.bootstrap_servers
-    # wrong credentials or CA: one line at once rather than a metadata timeout (see preflight.py)
-    answered = check_access(pipeline.kafka, METADATA_TIMEOUT_S)
     try:
         found = client.list_topics(timeout=METADATA_TIMEOUT_S if answered else 1.0).topics
     except KafkaException as e:
