@@ -513,7 +513,15 @@ class Worker:
             else:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
-        self.source.consumer.incremental_assign(partitions)
+        consumer = self.source.consumer
+        consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause across a lost assignment: one paused during a
+        # sink outage and assigned back after the outage ended would never be fetched again.
+        # New partitions follow the worker's state: paused while something keeps the rest paused.
+        if self.paused_for:
+            consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         if self.state.check_replaying():  # the filters came with the positions: continue the replay exactly
             replaying = [f"{p.topic}[{p.partition}] until offset {p.replay_until}" for p in self.state.parts.values()
                          if p.replaying]  # fmt: skip

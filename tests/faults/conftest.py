@@ -79,15 +79,25 @@ def wait_moving(p: Pipeline, timeout_s: float = 120) -> dict[int, int]:
     raise AssertionError(f"the fleet did not start moving: {p.positions()}\n{p.fleet_log()[-4000:]}")
 
 
-def seconds_to_progress(p: Pipeline, since: float, timeout_s: float = 180) -> float:
-    """Wait until every partition's flushed position passed where it stood when this is called;
+def positions_now(p: Pipeline, timeout_s: float = 30) -> dict[int, int]:
+    """The flushed position of every partition (waits while a transaction holds them)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pos = p.positions()
+        if pos:
+            return {q: v[0] for q, v in pos.items()}
+        time.sleep(0.1)
+    raise AssertionError("the positions could not be read")
+
+
+def seconds_to_progress(p: Pipeline, since: float, at_fault: dict[int, int], timeout_s: float = 180) -> float:
+    """Wait until every partition's flushed position passed ``at_fault`` (read before the fault);
     returns the seconds from ``since`` (a time.monotonic() taken at the fault). Printed by the
     tests as ``recovery:`` lines (pytest -s shows them): the figures of docs/operations.md."""
-    at_fault = {q: v[0] for q, v in p.positions().items()}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         now = p.positions()
-        if all(now.get(q, (0,))[0] > off for q, off in at_fault.items()):
+        if now and all(now.get(q, (0,))[0] > off for q, off in at_fault.items()):
             return time.monotonic() - since
         time.sleep(0.1)
     raise AssertionError(f"no progress on every partition within {timeout_s:.0f} s: {p.positions()} vs {at_fault}")

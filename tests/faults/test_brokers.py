@@ -16,7 +16,7 @@ import pytest
 from consumer import devkafka
 
 from ..integration.conftest import Kafka, assert_exact, generate, ground_truth, wait_for
-from .conftest import dead_letters, restarts, seconds_to_progress, wait_moving
+from .conftest import dead_letters, positions_now, restarts, seconds_to_progress, wait_moving
 
 PARTITIONS = 6
 EVENTS = 60_000
@@ -53,9 +53,10 @@ def test_leader_and_group_coordinator_killed_and_back_20s_later(
     coordinator = healthy.coordinator(p.group)
     # the coordinator, when it leads as many partitions as any broker (an even spread: always)
     victim = coordinator if counts[coordinator] == max(counts.values()) else max(counts, key=counts.__getitem__)
+    at_fault = positions_now(p)
     killed_at = time.monotonic()
     healthy.kill(victim)
-    took = seconds_to_progress(p, killed_at)
+    took = seconds_to_progress(p, killed_at, at_fault)
     print(f"recovery: broker {victim} (coordinator, {counts[victim]} leaders) killed, {sink}: every partition "
           f"moved again {took:.1f} s after the kill")  # fmt: skip
     # the group and the partitions move to the survivors while it is down
@@ -83,7 +84,7 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
     healthy: devkafka.Cluster, kafka: Kafka, pipeline, sink: str
 ) -> None:
     p, events, producer, fleet = start(kafka, pipeline, sink, seed=153)
-    before = p.positions()
+    before = positions_now(p)
     lost = list(healthy.brokers)[:2]
     for broker_id in lost:
         healthy.kill(broker_id)
@@ -92,12 +93,12 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
     for broker_id in lost:
         healthy.start(broker_id, wait=False)
     restarted_at = time.monotonic()
-    took = seconds_to_progress(p, restarted_at)
-    print(f"recovery: quorum back, {sink}: every partition moved again {took:.1f} s after the restart")
+    took = seconds_to_progress(p, restarted_at, before)
+    print(f"recovery: quorum back, {sink}: every partition past its pre-kill position {took:.1f} s after the restart")
     finish(kafka, p, events, producer, fleet)
     # no worker crash-looped, and none lost its place (positions only moved forward)
     assert restarts(p) == 0, p.fleet_log()[-4000:]
-    assert all(p.positions()[q][0] >= v[0] for q, v in before.items())
+    assert all(positions_now(p)[q] >= offset for q, offset in before.items())
 
 
 @pytest.mark.parametrize("sink", ["sqlite", "kafka"])
@@ -106,10 +107,11 @@ def test_worker_killed_while_a_broker_is_down(healthy: devkafka.Cluster, kafka: 
     victim = healthy.coordinator(p.group)
     healthy.kill(victim)
     pids = [int(x) for x in re.findall(r"worker \d started \(pid (\d+)\)", p.fleet_log())]
+    at_fault = positions_now(p)
     killed_at = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     wait_for(lambda: restarts(p) == 1, 30, "the supervisor to see the worker die")
-    took = seconds_to_progress(p, killed_at)
+    took = seconds_to_progress(p, killed_at, at_fault)
     print(f"recovery: worker killed with broker {victim} down, {sink}: every partition moved again {took:.1f} s later")
     time.sleep(max(0.0, BROKER_DOWN_S - (time.monotonic() - killed_at)))
     healthy.start(victim)
@@ -122,9 +124,10 @@ def test_transaction_coordinators_killed_mid_transaction(healthy: devkafka.Clust
     assert ids, p.fleet_log()[-3000:]
     coordinators = {healthy.transaction_coordinator(t) for t in ids}
     victim = sorted(coordinators)[0]  # coordinates at least one worker's transactions
+    at_fault = positions_now(p)
     killed_at = time.monotonic()
     healthy.kill(victim)
-    took = seconds_to_progress(p, killed_at)
+    took = seconds_to_progress(p, killed_at, at_fault)
     print(f"recovery: transaction coordinator {victim} killed: every partition moved again {took:.1f} s later")
     time.sleep(max(0.0, BROKER_DOWN_S - (time.monotonic() - killed_at)))
     healthy.start(victim)
