@@ -32,8 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devkafka.Cluster]:
     """Three KRaft nodes, replication factor 3, min.insync.replicas 2, for this module."""
     c = devkafka.Cluster(tmp_path_factory.mktemp("cluster"), CLUSTER_PORT)
-    c.up()
     try:
+        c.up()
         yield c
     finally:
         c.down()
