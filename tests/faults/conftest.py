@@ -90,17 +90,19 @@ def positions_now(p: Pipeline, timeout_s: float = 30) -> dict[int, int]:
     raise AssertionError("the positions could not be read")
 
 
-def seconds_to_progress(p: Pipeline, since: float, at_fault: dict[int, int], timeout_s: float = 180) -> float:
-    """Wait until every partition's flushed position passed ``at_fault`` (read before the fault);
-    returns the seconds from ``since`` (a time.monotonic() taken at the fault). Printed by the
-    tests as ``recovery:`` lines (pytest -s shows them): the figures of docs/operations.md."""
+def seconds_to_progress(p: Pipeline, since: float, ends: dict[int, int], timeout_s: float = 180) -> float:
+    """Wait until every partition's flushed position passed ``ends``, the log end offsets read
+    just before the fault: all that was there, and something produced since, read and flushed
+    through the cluster as the fault left it. Returns the seconds from ``since`` (a
+    time.monotonic() taken at the fault). Printed by the tests as ``recovery:`` lines (pytest -s
+    shows them): the figures of docs/operations.md."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         now = p.positions()
-        if now and all(now.get(q, (0,))[0] > off for q, off in at_fault.items()):
+        if now and all(now.get(q, (0,))[0] > end for q, end in ends.items()):
             return time.monotonic() - since
         time.sleep(0.1)
-    raise AssertionError(f"no progress on every partition within {timeout_s:.0f} s: {p.positions()} vs {at_fault}")
+    raise AssertionError(f"no progress on every partition within {timeout_s:.0f} s: {p.positions()} vs {ends}")
 
 
 def restarts(p: Pipeline) -> int:

@@ -53,7 +53,7 @@ def test_leader_and_group_coordinator_killed_and_back_20s_later(
     coordinator = healthy.coordinator(p.group)
     # the coordinator, when it leads as many partitions as any broker (an even spread: always)
     victim = coordinator if counts[coordinator] == max(counts.values()) else max(counts, key=counts.__getitem__)
-    at_fault = positions_now(p)
+    at_fault = kafka.ends(p.topic)
     killed_at = time.monotonic()
     healthy.kill(victim)
     took = seconds_to_progress(p, killed_at, at_fault)
@@ -85,6 +85,7 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
 ) -> None:
     p, events, producer, fleet = start(kafka, pipeline, sink, seed=153)
     before = positions_now(p)
+    at_fault = kafka.ends(p.topic)
     lost = list(healthy.brokers)[:2]
     for broker_id in lost:
         healthy.kill(broker_id)
@@ -93,8 +94,8 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
     for broker_id in lost:
         healthy.start(broker_id, wait=False)
     restarted_at = time.monotonic()
-    took = seconds_to_progress(p, restarted_at, before)
-    print(f"recovery: quorum back, {sink}: every partition past its pre-kill position {took:.1f} s after the restart")
+    took = seconds_to_progress(p, restarted_at, at_fault)
+    print(f"recovery: quorum back, {sink}: every partition past its pre-kill end {took:.1f} s after the restart")
     finish(kafka, p, events, producer, fleet)
     # no worker crash-looped, and none lost its place (positions only moved forward)
     assert restarts(p) == 0, p.fleet_log()[-4000:]
@@ -107,7 +108,7 @@ def test_worker_killed_while_a_broker_is_down(healthy: devkafka.Cluster, kafka: 
     victim = healthy.coordinator(p.group)
     healthy.kill(victim)
     pids = [int(x) for x in re.findall(r"worker \d started \(pid (\d+)\)", p.fleet_log())]
-    at_fault = positions_now(p)
+    at_fault = kafka.ends(p.topic)
     killed_at = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     wait_for(lambda: restarts(p) == 1, 30, "the supervisor to see the worker die")
@@ -125,7 +126,7 @@ def test_transaction_coordinators_killed_mid_transaction(healthy: devkafka.Clust
     assert ids, p.fleet_log()[-3000:]
     coordinators = {healthy.transaction_coordinator(t) for t in ids}
     victim = sorted(coordinators)[0]  # coordinates at least one worker's transactions
-    at_fault = positions_now(p)
+    at_fault = kafka.ends(p.topic)
     killed_at = time.monotonic()
     healthy.kill(victim)
     took = seconds_to_progress(p, killed_at, at_fault)
