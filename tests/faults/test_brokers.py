@@ -135,7 +135,6 @@ def test_transaction_coordinators_killed_mid_transaction(healthy: devkafka.Clust
     healthy.start(victim)
     finish(kafka, p, events, producer, fleet)
     # librdkafka's send_offsets_to_transaction can block past its timeout while the group
-    # coordinator moves (confluentinc/librdkafka#5456, #5511, open): the supervisor's watchdog
-    # kills such a worker and its replacement resumes exactly. Any restart must be that, once.
-    log = p.fleet_log()
-    assert restarts(p) == log.count("silent for") <= 2, log[-4000:]
+    # coordinator moves (confluentinc/librdkafka#5456, #5511): the kafka sink bounds it, so no
+    # worker goes silent long enough for the watchdog
+    assert restarts(p) == 0, p.fleet_log()[-4000:]
