@@ -106,9 +106,9 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
 def test_worker_killed_while_a_broker_is_down(healthy: devkafka.Cluster, kafka: Kafka, pipeline, sink: str) -> None:
     p, events, producer, fleet = start(kafka, pipeline, sink, seed=154)
     victim = healthy.coordinator(p.group)
+    at_fault = kafka.ends(p.topic)  # before the broker goes: its partitions' ends cannot be read after
     healthy.kill(victim)
     pids = [int(x) for x in re.findall(r"worker \d started \(pid (\d+)\)", p.fleet_log())]
-    at_fault = kafka.ends(p.topic)
     killed_at = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     wait_for(lambda: restarts(p) == 1, 30, "the supervisor to see the worker die")
