@@ -41,7 +41,7 @@ test: install tools tools-terraform ## lint, type-check, then every test (own Ka
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-test-faults: install ## the fault suite: a 3-broker cluster killed and bounced under a fleet, a SASL_SSL broker (~20 min)
+test-faults: install ## the fault suite: a 3-broker cluster killed and bounced under a fleet, a SASL_SSL broker (~10 min)
 	$(BIN)/pytest -m faults tests/faults
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events (about 10 min)
