@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK_VENV := .venv-lock
 
-.PHONY: help install tools tools-terraform terraform-validate demo test lint bench bench-tail bench-report lock kafka-up kafka-down registry-up registry-down clean
+.PHONY: help install tools tools-terraform terraform-validate demo test test-faults lint bench bench-tail bench-report lock kafka-up kafka-down registry-up registry-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: install tools tools-terraform ## lint, type-check, then every test (own Ka
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+test-faults: install ## the fault suite: a 3-broker cluster killed and bounced under a fleet, a SASL_SSL broker (~10 min)
+	$(BIN)/pytest -m faults tests/faults
 
 bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events, schemaless and registry-framed (about 20 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3

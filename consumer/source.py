@@ -91,7 +91,7 @@ def check_topics(pipeline: Pipeline, client: Any = None, topics: tuple[str, ...]
                 client.poll(0)  # serves the error callbacks: an authentication or TLS failure is known now
                 failure = kafkalog.WATCH.failure(started)
                 if failure is not None:
-                    raise SourceError(_explain(failure, servers)) from None
+                    raise SourceError(_explain(failure, pipeline)) from None
                 if time.monotonic() - started >= METADATA_TIMEOUT_S:
                     raise SourceError(
                         f"cannot reach Kafka at {servers} within {METADATA_TIMEOUT_S:.0f} s ({e.args[0]}). Is the "
@@ -127,16 +127,19 @@ def create_topic(pipeline: Pipeline, topic: str, partitions: int | None) -> bool
     return True
 
 
-def _explain(failure: kafkalog.Failure, servers: str) -> str:
+def _explain(failure: kafkalog.Failure, pipeline: Pipeline) -> str:
+    servers = pipeline.kafka.bootstrap_servers
     reason = re.sub(r"\s*\(after \d+ms in state \w+\)$", "", failure.detail.split(": ", 1)[-1])
     if failure.kind == "authentication":
+        user = pipeline.kafka.client_settings().get("sasl.username")
+        who = f"the credentials of user {user!r}" if user else "this client's credentials"
         return (
-            f"Kafka at {servers} refused to authenticate this client ({reason}). Check [kafka] auth, username "
-            "and password (and that the user exists on the cluster with this mechanism)"
+            f"Kafka at {servers} refused {who} ({reason}). Fix: check [kafka] auth, username and password "
+            "(and that the user exists on the cluster with this mechanism)"
         )
     return (
-        f"the TLS handshake with Kafka at {servers} failed ({reason}). Check [kafka] tls (is this port a TLS "
-        "listener?) and ca_file (the CA that signed the brokers' certificates)"
+        f"the TLS handshake with Kafka at {servers} failed ({reason}). Fix: check [kafka] tls (is this port a "
+        "TLS listener?) and ca_file (the CA that signed the brokers' certificates)"
     )
 
 

@@ -566,8 +566,13 @@ class Worker:
                 p.offset = position.next_offset
                 self.state.parts[key] = PartitionState.from_position(position)
         consumer.incremental_assign(partitions)
-        if self.paused_for:  # taken during an outage: paused like the rest
+        # librdkafka keeps a partition's pause across a lost assignment: one paused during a
+        # sink outage and assigned back after the outage ended would never be fetched again.
+        # New partitions follow the worker's state: paused while something keeps the rest paused.
+        if self.paused_for:
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         if self.state.check_replaying():  # the filters came with the positions: continue the replay exactly
             replaying = [f"{p.topic}[{p.partition}] until offset {p.replay_until}" for p in self.state.parts.values()
                          if p.replaying]  # fmt: skip

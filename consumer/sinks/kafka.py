@@ -38,6 +38,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -67,6 +68,7 @@ METADATA_TIMEOUT_S = 15.0
 # timed-out transaction at its next check (transaction.abort.timed.out.transaction.cleanup.interval.ms,
 # 10 s by default), and only then are its offsets readable.
 READ_MARGIN_S = 20.0
+SEND_OFFSETS_MARGIN_S = 5.0  # beyond the transaction timeout, send_offsets_to_transaction is stuck
 COMMIT_TRIES = 3  # commit_transaction is retried this often on a retriable error
 CHECK_TIMEOUT_S = 10.0  # check-config's init_transactions
 RESULTS_IDLE_TIMEOUT_S = 60.0  # results: give up when no partition reaches its end for this long
@@ -263,6 +265,10 @@ def output_decoder(pipeline: Pipeline) -> Callable[[bytes], dict[str, Any]]:
     return lambda value: decode(value[start:])
 
 
+class TransactionAbandoned(SinkError):
+    """A transaction call never returned: its producer was dropped, the transaction fenced by the next."""
+
+
 class KafkaSink:
     positions_in_kafka = True  # flush step 3 is part of the transaction
     partials_by_partition = True  # each record names the partition its events came from
@@ -345,10 +351,12 @@ class KafkaSink:
             if producer.flush(self.timeout_s):
                 raise SinkError(f"the output topic {self.topic} did not acknowledge within {self.timeout_s:.0f} s")
             # the compare-and-set: refused unless this consumer is a current member of the group
-            producer.send_offsets_to_transaction(offsets, membership, self.timeout_s)
+            self._send_offsets(producer, offsets, membership)
             faults.reach("in_sink_transaction")
         except KafkaException as e:
             self._abort(e.args[0], moved)
+        except TransactionAbandoned:
+            raise  # its producer is busy in the stuck call: not aborted here
         except BaseException:
             self._abort_quietly()
             raise
@@ -357,6 +365,32 @@ class KafkaSink:
         # offsets committed by a producer); stored offsets are never committed (no auto-commit)
         with contextlib.suppress(KafkaException):
             consumer.store_offsets(offsets=[KafkaPartition(o.topic, o.partition, o.offset) for o in offsets])
+
+    def _send_offsets(self, producer: Producer, offsets: list[KafkaPartition], membership: Any) -> None:
+        """send_offsets_to_transaction, bounded. librdkafka can block in it past its timeout while
+        the group coordinator moves (confluentinc/librdkafka#5456, #5511): the call then runs on
+        in its thread, the producer is dropped, and a new one on the same transactional.id fences
+        it, so the open transaction can never commit. The caller retries the same partials."""
+        done: list[BaseException | None] = []
+
+        def send() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, membership, self.timeout_s)
+                done.append(None)
+            except BaseException as e:  # handed to the calling thread
+                done.append(e)
+
+        thread = threading.Thread(target=send, name="send-offsets", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s + SEND_OFFSETS_MARGIN_S)
+        if not done:
+            self.producer = None  # never touched again: the next write starts a new one, which fences it
+            raise TransactionAbandoned(
+                f"send_offsets_to_transaction did not return within {self.timeout_s + SEND_OFFSETS_MARGIN_S:.0f} "
+                "s (the group coordinator moved?): transaction abandoned, a new producer fences it"
+            )
+        if done[0] is not None:
+            raise done[0]
 
     def _metadata(self, position: Position) -> str:
         return encode_position(position, self.fingerprint)

@@ -145,7 +145,7 @@ class Kafka:
 
     def topic(self, partitions: int) -> str:
         name = f"test-{uuid.uuid4().hex[:10]}"
-        self.admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+        self.admin.create_topics([NewTopic(name, partitions)])[name].result(30)  # the broker's replication factor
         return name
 
     def produce(self, topic: str, events: list[tuple[int, dict[str, Any] | bytes]], pace_s: float = 0.0) -> None:

@@ -96,7 +96,7 @@ def test_a_broker_outage_is_said_once_and_its_end_once(own_broker: devkafka.Brok
     [
         (
             'auth = "scram-sha-512"\nusername = "fleet"\npassword = "wrong"\ntls = false',
-            "Kafka at {BOOTSTRAP} refused to authenticate",
+            "Kafka at {BOOTSTRAP} refused the credentials of user",
         ),
         ("tls = true", "the TLS handshake with Kafka at {BOOTSTRAP} failed"),
     ],
