@@ -1,9 +1,9 @@
 """Brokers fail under a running fleet (``eventfleet run``, two workers): the results stay exact.
 
 Numbered input (``generate``), produced while the fleet reads, ground truth in plain Python, the
-output compared row for row, and nothing in the dead letters (every event is valid). Sinks: all
-three for the leader-and-coordinator kill; SQLite (positions in the sink) and the kafka sink
-(positions in Kafka transactions) for the others, which exercise the Kafka side only.
+output compared row for row, and nothing in the dead letters (every event is valid). Every broker
+fault runs with each sink: SQLite and PostgreSQL (positions in the sink's transaction) and the
+kafka sink (positions in Kafka transactions).
 """
 
 import os
@@ -67,7 +67,7 @@ def test_leader_and_group_coordinator_killed_and_back_20s_later(
     assert restarts(p) == 0, p.fleet_log()[-4000:]
 
 
-@pytest.mark.parametrize("sink", ["sqlite", "kafka"])
+@pytest.mark.parametrize("sink", ["sqlite", "postgres", "kafka"])
 def test_rolling_restart_of_every_broker(healthy: devkafka.Cluster, kafka: Kafka, pipeline, sink: str) -> None:
     p, events, producer, fleet = start(kafka, pipeline, sink, seed=152)
     for broker_id in healthy.brokers:
@@ -79,7 +79,7 @@ def test_rolling_restart_of_every_broker(healthy: devkafka.Cluster, kafka: Kafka
     assert restarts(p) == 0, p.fleet_log()[-4000:]
 
 
-@pytest.mark.parametrize("sink", ["sqlite", "kafka"])
+@pytest.mark.parametrize("sink", ["sqlite", "postgres", "kafka"])
 def test_two_brokers_lost_for_30s_workers_wait_and_resume(
     healthy: devkafka.Cluster, kafka: Kafka, pipeline, sink: str
 ) -> None:
@@ -102,7 +102,7 @@ def test_two_brokers_lost_for_30s_workers_wait_and_resume(
     assert all(positions_now(p)[q] >= offset for q, offset in before.items())
 
 
-@pytest.mark.parametrize("sink", ["sqlite", "kafka"])
+@pytest.mark.parametrize("sink", ["sqlite", "postgres", "kafka"])
 def test_worker_killed_while_a_broker_is_down(healthy: devkafka.Cluster, kafka: Kafka, pipeline, sink: str) -> None:
     p, events, producer, fleet = start(kafka, pipeline, sink, seed=154)
     victim = healthy.coordinator(p.group)
