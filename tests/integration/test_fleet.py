@@ -192,6 +192,9 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     finally:
         lock.execute("COMMIT")
         lock.close()
+    back = time.monotonic()
+    wait_for(lambda: p.positions() != frozen, 60, "the positions to move again")
+    print(f"recovery: sink back, positions moving {time.monotonic() - back:.1f} s after the lock was released")
     wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
     producing.join()
     ends = kafka.ends(p.topic)
