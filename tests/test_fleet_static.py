@@ -3,6 +3,7 @@ instances with one id off the same host."""
 
 import os
 import socket
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,7 @@ def _pipeline(tmp_path: Path, fleet: dict[str, object] | None = None, group: str
         "aggregate": {"metrics": {"events": "count"}},
         "sink": {"type": "sqlite", "path": "out.db", "table": "stats"},
     }
-    if fleet is not None:
-        doc["fleet"] = fleet
+    doc["fleet"] = {"static_membership": True, **(fleet or {})}  # these tests are about static membership
     path = tmp_path / f"{group}.toml"
     path.write_text(tomli_w.dumps(doc), encoding="utf-8")
     return load(path)
@@ -42,6 +42,17 @@ def test_the_instance_id_is_configured_else_from_the_environment_else_the_host_n
     monkeypatch.setenv("EVENTFLEET_INSTANCE_ID", "pod 7")
     with pytest.raises(EventfleetError, match="EVENTFLEET_INSTANCE_ID='pod 7' is not an instance id"):
         instance_id(_pipeline(tmp_path))
+
+
+def test_static_membership_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """Off by default: a static member's session can be fenced by its own rejoin when the group
+    coordinator fails over (tests/faults), which stops the instance."""
+    p = _pipeline(tmp_path, {"static_membership": False})
+    doc = tomli_w.dumps({k: v for k, v in tomllib.loads(p.source.read_text()).items() if k != "fleet"})
+    path = tmp_path / "default.toml"
+    path.write_text(doc, encoding="utf-8")
+    assert load(path).fleet.static_membership is False
+    assert instance_id(load(path)) is None
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ from .conftest import Kafka, Pipeline, assert_exact, generate, ground_truth
 
 pytestmark = pytest.mark.integration
 
+STATIC = "[fleet]\nstatic_membership = true"
+
 
 def _worker_pids(log: str) -> dict[int, list[int]]:
     pids: dict[int, list[int]] = {}
@@ -56,7 +58,7 @@ def test_a_killed_worker_s_partitions_resume_within_seconds(kafka: Kafka, pipeli
     """Static membership: the supervisor's restart of a SIGKILLed worker rejoins under the slot's
     group.instance.id and gets the partitions back without a rebalance, long before the 30 s
     session timeout set here would have let anyone else read them."""
-    p = pipeline(partitions=8, flush="500ms")
+    p = pipeline(partitions=8, flush="500ms", sections=STATIC)
     _session_timeout(p, 30_000)
     events = generate(200_000, 8, seed=41)
     producing = kafka.produce_in_background(p.topic, events, 35.0)
@@ -83,7 +85,7 @@ def test_a_killed_worker_s_partitions_resume_within_seconds(kafka: Kafka, pipeli
 def test_a_lost_instance_s_partitions_move_after_the_session_timeout(kafka: Kafka, pipeline) -> None:
     """A whole instance SIGKILLed (its workers die with it) never comes back: its partitions move
     to the other instance once their static members' sessions expire (6 s here)."""
-    p = pipeline(partitions=4, flush="500ms")
+    p = pipeline(partitions=4, flush="500ms", sections=STATIC)
     events = generate(120_000, 4, seed=42)
     producing = kafka.produce_in_background(p.topic, events, 35.0)
     lost = p.start_fleet(workers=1, env={"EVENTFLEET_INSTANCE_ID": "lost-a"})
@@ -104,7 +106,7 @@ def test_a_lost_instance_s_partitions_move_after_the_session_timeout(kafka: Kafk
 
 
 def test_a_second_instance_with_the_same_id_on_this_host_stops_at_once(kafka: Kafka, pipeline) -> None:
-    p = pipeline(partitions=2, flush="500ms")
+    p = pipeline(partitions=2, flush="500ms", sections=STATIC)
     env = {"EVENTFLEET_INSTANCE_ID": "twin"}
     first = p.start_fleet(workers=1, env=env)
     _wait(lambda: "partitions assign: " in p.fleet_log(), 60, "the first instance to join")
@@ -125,7 +127,7 @@ def test_an_instance_fenced_by_a_twin_elsewhere_stops_instead_of_fencing_back(
     """Two hosts with one instance id (simulated here by a second lock folder): the broker fences
     the older member; its instance stops with exit 2 and a line naming the fix, instead of
     restarting the worker and fencing the twin in turn. The twin runs on, and results are exact."""
-    p = pipeline(partitions=2, flush="500ms")
+    p = pipeline(partitions=2, flush="500ms", sections=STATIC)
     events = generate(20_000, 2, seed=43)
     kafka.produce(p.topic, events)
     env = {"EVENTFLEET_INSTANCE_ID": "twin"}
