@@ -325,6 +325,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     pipeline = config.load(args.config)
     sink_lines = check_sink(pipeline)  # connects: a sink the workers could not use is an error here
+    writer, reader, start, registry_line = dict(pipeline.schema), None, 0, ""
+    if pipeline.registry is not None:  # likewise a registry: checked before anything is said OK
+        writer, registry_line = _check_registry(pipeline)
+        reader, start = dict(pipeline.schema), header_size(pipeline.registry)
     print(f"{args.config}: OK")
     print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
     print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
@@ -332,12 +336,9 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
     for line in sink_lines:
         print(f"  sink: {line}")
+    if registry_line:
+        print(f"  registry: {registry_line}")
     fields = pipeline.event_fields()
-    writer, reader, start = dict(pipeline.schema), None, 0
-    if pipeline.registry is not None:
-        writer, line = _check_registry(pipeline)
-        reader, start = dict(pipeline.schema), header_size(pipeline.registry)
-        print(f"  registry: {line}")
     decoder = projection_source(writer, fields, reader, start)[0]
     updater = updater_source(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
     print(f"  per event it runs ({', '.join(fields)} as r[0], r[1], ...):\n{decoder}\n{updater}")
