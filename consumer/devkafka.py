@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .devprocess import alive
 from .errors import KafkaSetupError
 
 KAFKA_VERSION = "4.1.1"
@@ -228,7 +229,7 @@ class Broker:
             pid = int(self.pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def credentials(self) -> Credentials:
         return ensure_credentials(self.secrets_dir or self.home)
@@ -316,9 +317,9 @@ class Broker:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.2)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -329,7 +330,7 @@ class Broker:
         if pid is None:
             return
         os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
 
@@ -506,23 +507,6 @@ def _java_hash(text: str) -> int:
     for i in range(0, len(data), 2):  # over UTF-16 code units, as Java's String.hashCode
         h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
     return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie (killed, not yet reaped) answers kill(0) but is gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc here: kill(0) is all we know
 
 
 def reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:

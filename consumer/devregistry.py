@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from .devprocess import alive
 from .errors import EventfleetError
 
 APICURIO_VERSION = "3.3.3"
@@ -189,7 +190,7 @@ class Registry:
             return None
         if _port_of(pid, self.data) is None:
             return None  # exited, or the pid was reused by another program
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def answers(self, timeout_s: float = 2.0) -> bool:
         """True when the Confluent-compatible API answers (GET /subjects)."""
@@ -266,7 +267,7 @@ class Registry:
                 raise RegistrySetupError(
                     f"the registry exited with {proc.returncode} while starting: see {self.log_file}{self._log_tail()}"
                 )
-            if proc is None and not _alive(pid):
+            if proc is None and not alive(pid):
                 raise RegistrySetupError(f"the registry (pid {pid}) exited while starting: see {self.log_file}")
             if self.answers():
                 return
@@ -283,11 +284,11 @@ class Registry:
             return False
         os.kill(pid, signal.SIGTERM)  # Quarkus closes the database on SIGTERM
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -298,21 +299,6 @@ class Registry:
         except OSError:
             return ""
         return ": " + " | ".join(line.strip() for line in lines)[-600:]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie: exited, not yet reaped by its parent
 
 
 def _port_of(pid: int, data: Path) -> int | None:
