@@ -114,7 +114,7 @@ class FleetSettings:
     # "<instance_id>-<i>", so a restarted worker gets its partitions back without a rebalance.
     # None: $EVENTFLEET_INSTANCE_ID, else the host name.
     instance_id: str | None = None
-    static_membership: bool = False  # on: fast take-over, but a coordinator failover can fence a slot
+    static_membership: bool = True  # off: a restarted worker waits for its old session to expire
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,7 @@ def _fleet(t: Mapping[str, Any]) -> FleetSettings:
     if instance is not None and not (isinstance(instance, str) and INSTANCE_ID.match(instance)):
         raise ConfigError("fleet.instance_id", f"{instance!r} is not an instance id",
                           'use letters, digits, ".", "_" and "-", e.g. instance_id = "${POD_NAME}"')  # fmt: skip
-    static = t.get("static_membership", False)
+    static = t.get("static_membership", True)
     if not isinstance(static, bool):
         raise ConfigError("fleet.static_membership", f"{static!r} is not a boolean", "write true or false")
     return FleetSettings(watchdog, grace, max_rss, instance, static)

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
 STABLE_RUN_S = 60.0  # a worker that ran this long before it failed is restarted at once again
-EXIT_FENCED = 76  # the broker fenced a worker: another live member uses its group.instance.id
+EXIT_FENCED = 76  # the broker fenced a worker: another member joined with its group.instance.id
+TWIN_FENCES = 3  # a slot fenced this often within TWIN_WINDOW_S has a twin elsewhere: stop the instance
+TWIN_WINDOW_S = 60.0
 HEARTBEAT = b"h"  # written by a worker's poll loop
 JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
 
@@ -89,6 +91,7 @@ class Slot:
     started_at: float = 0.0
     restart_at: float = 0.0
     exits: list[int] = field(default_factory=list)
+    fenced_at: list[float] = field(default_factory=list)  # monotonic times of its fenced exits
 
 
 class Supervisor:
@@ -204,16 +207,14 @@ class Supervisor:
         slot.exits.append(code)
         if self.stopping:
             return
-        if code == EXIT_FENCED:  # restarting it would fence the other member in turn, and so on
-            log.error("worker %d was fenced by another member of group %s with group.instance.id %s-%d: stopping "
-                      "this instance. Give every instance its own id ([fleet] instance_id or EVENTFLEET_INSTANCE_ID)",
-                      slot.index, self.pipeline.kafka.group_id, self.instance, slot.index)  # fmt: skip
-            self.stopping = self.fenced = True
+        if code == EXIT_FENCED and self._twin(slot):
             return
         if code == EXIT_RECYCLE:
             slot.failures = 0
             delay = 0.0
             log.info("worker %d recycled (memory guard); replacing it", slot.index)
+        elif code == EXIT_FENCED:
+            delay = 0.0
         else:
             if time.monotonic() - slot.started_at >= STABLE_RUN_S:
                 slot.failures = 0
@@ -222,8 +223,28 @@ class Supervisor:
             # its partitions again without a rebalance. A crash loop backs off from the second.
             delay = 0.0 if slot.failures == 1 else backoff_s(slot.failures - 1)
             log.error("worker %d exited with %s; restart %d in %.1f s", slot.index, code, slot.failures, delay)
-        self.metrics.WORKER_RESTARTS.labels("recycle" if code == EXIT_RECYCLE else "crash").inc()
+        reason = {EXIT_RECYCLE: "recycle", EXIT_FENCED: "fenced"}.get(code, "crash")
+        self.metrics.WORKER_RESTARTS.labels(reason).inc()
         slot.restart_at = time.monotonic() + delay
+
+    def _twin(self, slot: Slot) -> bool:
+        """A fenced worker: restart it, unless its slot keeps being fenced (then stop the instance)."""
+        now = time.monotonic()
+        slot.fenced_at = [t for t in slot.fenced_at if now - t < TWIN_WINDOW_S] + [now]
+        member = f"{self.instance}-{slot.index}"
+        if len(slot.fenced_at) < TWIN_FENCES:
+            # Once is what a group coordinator's failover can do to a static member's rejoin.
+            log.warning("worker %d was fenced (group.instance.id %s); restarting it. Fenced %d times within %.0f s, "
+                        "the instance stops: another instance would be using this id",
+                        slot.index, member, TWIN_FENCES, TWIN_WINDOW_S)  # fmt: skip
+            return False
+        # Restarting again would fence the other member in turn, and so on.
+        log.error("worker %d was fenced %d times within %.0f s by another member of group %s with group.instance.id "
+                  "%s: stopping this instance. Give every instance its own id ([fleet] instance_id or "
+                  "EVENTFLEET_INSTANCE_ID)", slot.index, len(slot.fenced_at), TWIN_WINDOW_S,
+                  self.pipeline.kafka.group_id, member)  # fmt: skip
+        self.stopping = self.fenced = True
+        return True
 
     def _shutdown(self) -> int:
         """Ask every worker to stop, wait up to the grace period, kill the rest."""

@@ -44,15 +44,15 @@ def test_the_instance_id_is_configured_else_from_the_environment_else_the_host_n
         instance_id(_pipeline(tmp_path))
 
 
-def test_static_membership_is_off_unless_asked_for(tmp_path: Path) -> None:
-    """Off by default: a static member's session can be fenced by its own rejoin when the group
-    coordinator fails over (tests/faults), which stops the instance."""
+def test_static_membership_is_on_unless_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTFLEET_INSTANCE_ID", raising=False)
     p = _pipeline(tmp_path, {"static_membership": False})
     doc = tomli_w.dumps({k: v for k, v in tomllib.loads(p.source.read_text()).items() if k != "fleet"})
     path = tmp_path / "default.toml"
     path.write_text(doc, encoding="utf-8")
-    assert load(path).fleet.static_membership is False
-    assert instance_id(load(path)) is None
+    assert load(path).fleet.static_membership is True
+    assert instance_id(load(path)) == socket.gethostname()
+    assert instance_id(p) is None
 
 
 @pytest.mark.parametrize(
