@@ -107,16 +107,16 @@ class Metric:
             lg_k = spec["lg_k"]
             low, high = LG_K_RANGE
             if not isinstance(lg_k, int) or isinstance(lg_k, bool) or not low <= lg_k <= high:
-                raise MetricError(f"must be a whole number from {low} to {high}, got {lg_k!r}; "
-                                  f"{DEFAULT_LG_K} (the default) gives about 1.6% error, each +1 divides it by 1.41",
+                raise MetricError(f"must be a whole number from {low} to {high}, got {lg_k!r}; write e.g. lg_k = "
+                                  f"{DEFAULT_LG_K} (the default: about 1.6% error; each +1 divides it by 1.41)",
                                   "lg_k")  # fmt: skip
             metric = cls(name, kind, metric.field, lg_k=lg_k)
         if "k" in spec:
             k = spec["k"]
             low, high = KLL_K_RANGE
             if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= high:
-                raise MetricError(f"must be a whole number from {low} to {high}, got {k!r}; "
-                                  f"{DEFAULT_KLL_K} (the default) gives about 1.65% rank error", "k")  # fmt: skip
+                raise MetricError(f"must be a whole number from {low} to {high}, got {k!r}; write e.g. k = "
+                                  f"{DEFAULT_KLL_K} (the default: about 1.65% rank error)", "k")  # fmt: skip
             metric = cls(name, kind, metric.field, k=k)
         if "quantiles" in spec:
             metric = cls(name, kind, metric.field, quantiles=_quantiles(spec["quantiles"]), k=metric.k)
@@ -162,14 +162,15 @@ def sketch_column(metric: Metric) -> str:
 
 def estimates(metric: Metric, value: Any) -> tuple[Any, ...]:
     """The values of :func:`estimate_columns` for a partial's slot: the value itself for count,
-    sum, min and max; the HLL estimate rounded to a whole number for distinct; the KLL quantiles
-    (each one of the values seen, as a float) for quantiles, None for an empty sketch."""
+    sum, min and max; the HLL estimate rounded to a whole number for distinct; for quantiles the
+    KLL quantiles by nearest rank (the smallest value seen with at least ``q`` of the values at or
+    below it, as a float), None for an empty sketch."""
     if metric.kind == "distinct":
         return (round(value.get_estimate()),)
     if metric.kind == "quantiles":
         if value.is_empty():
             return (None,) * len(metric.quantiles)
-        return tuple(value.get_quantiles(list(metric.quantiles)))
+        return tuple(value.get_quantiles(list(metric.quantiles), inclusive=True))
     return (value,)
 
 
