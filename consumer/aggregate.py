@@ -41,11 +41,13 @@ Fold = Callable[[State, int, Any, int, Any], int]
 
 
 class MetricError(ValueError):
-    """A metric spec is wrong; ``option`` is the inline-table key at fault (None: the whole spec)."""
+    """A metric spec is wrong; ``option`` is the inline-table key at fault (None: the whole spec),
+    ``fix`` what to write instead when the message does not say it."""
 
-    def __init__(self, message: str, option: str | None = None) -> None:
+    def __init__(self, message: str, option: str | None = None, fix: str = "") -> None:
         super().__init__(message)
         self.option = option
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -90,33 +92,34 @@ class Metric:
     def _parse_table(cls, name: str, spec: Mapping[str, Any]) -> "Metric":
         kind = spec.get("kind")
         if kind not in KINDS:
-            raise MetricError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", "kind")
+            raise MetricError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", "kind",
+                              'write e.g. { kind = "distinct", field = "user_id" }')  # fmt: skip
         allowed = ("kind", "field", *OPTIONS.get(kind, ()))
         for option in spec:
             if option not in allowed:
-                raise MetricError(f"unknown key {option!r} for a {kind} metric; use {', '.join(allowed)}", option)
+                raise MetricError(f"unknown key {option!r} for a {kind} metric", option, f"use {', '.join(allowed)}")
         field = spec.get("field")
         if kind == "count":
             if field is not None:
-                raise MetricError("'count' takes no field; remove it", "field")
+                raise MetricError("'count' takes no field", "field", "remove it")
             return cls(name, kind)
         if not isinstance(field, str) or not field.strip():
-            raise MetricError(f'a {kind} metric needs a field; write field = "FIELD"', "field")
+            raise MetricError(f"a {kind} metric needs a field", "field", 'write field = "FIELD"')
         metric = cls(name, kind, field.strip())
         if "lg_k" in spec:
             lg_k = spec["lg_k"]
             low, high = LG_K_RANGE
             if not isinstance(lg_k, int) or isinstance(lg_k, bool) or not low <= lg_k <= high:
-                raise MetricError(f"must be a whole number from {low} to {high}, got {lg_k!r}; write e.g. lg_k = "
-                                  f"{DEFAULT_LG_K} (the default: about 1.6% error; each +1 divides it by 1.41)",
-                                  "lg_k")  # fmt: skip
+                raise MetricError(f"must be a whole number from {low} to {high}, got {lg_k!r}", "lg_k",
+                                  f"write e.g. lg_k = {DEFAULT_LG_K} (the default: about 1.6% error; each +1 "
+                                  "divides it by 1.41)")  # fmt: skip
             metric = cls(name, kind, metric.field, lg_k=lg_k)
         if "k" in spec:
             k = spec["k"]
             low, high = KLL_K_RANGE
             if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= high:
-                raise MetricError(f"must be a whole number from {low} to {high}, got {k!r}; write e.g. k = "
-                                  f"{DEFAULT_KLL_K} (the default: about 1.65% rank error)", "k")  # fmt: skip
+                raise MetricError(f"must be a whole number from {low} to {high}, got {k!r}", "k",
+                                  f"write e.g. k = {DEFAULT_KLL_K} (the default: about 1.65% rank error)")  # fmt: skip
             metric = cls(name, kind, metric.field, k=k)
         if "quantiles" in spec:
             metric = cls(name, kind, metric.field, quantiles=_quantiles(spec["quantiles"]), k=metric.k)
@@ -126,13 +129,13 @@ class Metric:
 def _quantiles(value: Any) -> tuple[float, ...]:
     fix = "write e.g. quantiles = [0.5, 0.95, 0.99] (each strictly between 0 and 1)"
     if not isinstance(value, list) or not value:
-        raise MetricError(f"must be a non-empty list of numbers, got {value!r}; {fix}", "quantiles")
+        raise MetricError(f"must be a non-empty list of numbers, got {value!r}", "quantiles", fix)
     out: list[float] = []
     for q in value:
         if not isinstance(q, int | float) or isinstance(q, bool) or not 0 < q < 1:
-            raise MetricError(f"{q!r} is not a quantile; {fix}", "quantiles")
+            raise MetricError(f"{q!r} is not a quantile", "quantiles", fix)
         if float(q) in out:
-            raise MetricError(f"{q!r} is listed twice; name each quantile once", "quantiles")
+            raise MetricError(f"{q!r} is listed twice", "quantiles", "name each quantile once")
         out.append(float(q))
     return tuple(out)
 

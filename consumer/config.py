@@ -756,7 +756,7 @@ def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSetti
         try:
             metric = Metric.parse(name, spec)
         except MetricError as e:
-            raise ConfigError(f"{key}.{e.option}" if e.option else key, str(e)) from None
+            raise ConfigError(f"{key}.{e.option}" if e.option else key, str(e), e.fix) from None
         if metric.field is not None:
             field_key = f"{key}.field" if isinstance(spec, Mapping) else key
             if metric.kind == "distinct":
