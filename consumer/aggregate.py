@@ -36,8 +36,9 @@ Partial = list[Any]
 Key = tuple[Any, ...]
 State = dict[Key, Partial]
 Updater = Callable[[State, Any, Any], None]
-Fold = Callable[[State, int, Any, int, Any], int]
-"""``fold(state, t, record, watermark, partition) -> late (event, window) pairs``: hopping windows."""
+Fold = Callable[..., int]
+"""``fold(state, t, record, watermark, partition[, floor]) -> late (event, window) pairs``: hopping
+windows (:func:`compile_fold`)."""
 
 
 class MetricError(ValueError):
@@ -251,6 +252,7 @@ def compile_fold(
     step_ms: int,
     grace_ms: int,
     by_partition: bool = False,
+    replay: bool = False,
 ) -> Fold:
     """Build ``fold(state, t, record, watermark, partition) -> late``, the hopping-window form of
     the updater: fold one event of time ``t`` into each of its ``size_ms / step_ms`` windows that
@@ -259,8 +261,13 @@ def compile_fold(
     (:func:`consumer.window.window_is_late`): ``watermark`` is the partition's before or after
     this event, which gives the same answer. With ``by_partition`` the window part of the key is
     ``(s, *partition)`` (``partition``: the ``(topic, partition)`` the sink wants the partials
-    apart by), else ``partition`` is ignored. ``step_ms`` must divide ``size_ms``."""
-    source = fold_source(group_by, metrics, fields, size_ms, step_ms, grace_ms, by_partition)
+    apart by), else ``partition`` is ignored. ``step_ms`` must divide ``size_ms``.
+
+    With ``replay`` the function takes a sixth argument, ``floor``: open windows starting before
+    it are not aggregated (an unfinished replay kept them, and they hold the event already:
+    sinks.ReplayFilter), while lateness is judged as without it, so the late counts come out as
+    they did the first time; ``NO_WATERMARK`` aggregates every open window."""
+    source = fold_source(group_by, metrics, fields, size_ms, step_ms, grace_ms, by_partition, replay)
     fold: Fold = _compile(source, metrics)["fold"]
     return fold
 
@@ -310,6 +317,7 @@ def fold_source(
     step_ms: int,
     grace_ms: int,
     by_partition: bool = False,
+    replay: bool = False,
 ) -> str:
     """The Python source of :func:`compile_fold`'s function."""
     if not 0 < step_ms <= size_ms or size_ms % step_ms:
@@ -318,8 +326,12 @@ def fold_source(
     value, lines, var = _reads(group_by, metrics, fields)
     groups = [f"g{i}" for i in range(len(group_by))]
     window = "(s, partition[0], partition[1])" if by_partition else "s"
+    kept = [  # open windows before the floor: kept by the replay, not aggregated again
+        "    if s < floor:",
+        f"        s = -(-floor // {step_ms}) * {step_ms}",
+    ]
     lines = [
-        "def fold(state, t, r, watermark, partition):",
+        f"def fold(state, t, r, watermark, partition{', floor' if replay else ''}):",
         *lines,
         *(f"    {g} = {value(field)}" for g, field in zip(groups, group_by, strict=True)),
         f"    newest = t - t % {step_ms}",
@@ -331,6 +343,7 @@ def fold_source(
         f"        if late >= {windows}:",
         f"            return {windows}",
         f"        s += late * {step_ms}",
+        *(kept if replay else []),
         "    while s <= newest:",
         f"        key = ({', '.join([window, *groups])},)",
         *_folds(metrics, var, "        "),

@@ -187,6 +187,28 @@ def test_fold_on_tuples_and_by_partition() -> None:
     assert late == late_pairs
 
 
+@pytest.mark.parametrize("floor_minutes", [-3, 0, 7, 20])
+def test_fold_replay_floor_skips_the_kept_windows(floor_minutes: int) -> None:
+    """Replaying from window ``floor``: the events read before the replay fold only into windows
+    starting at or after it (the others were kept and hold them), and are judged late exactly as
+    the first time."""
+    size, step, grace = 5 * MINUTE, MINUTE, 10_000
+    floor = floor_minutes * MINUTE
+    rng = random.Random(floor_minutes)
+    events = _events(rng, 3_000, disorder_ms=3 * size)
+    truth, late_pairs, _ = _ground_truth(events, size, step, grace, ["c"])
+    fold = compile_fold(["c"], METRICS, None, size, step, grace, replay=True)
+    state: dict[Any, Any] = {}
+    watermark, late = NO_WATERMARK, 0
+    for e in events:
+        late += fold(state, e["ts"], e, watermark, None, floor)
+        watermark = max(watermark, e["ts"])
+    assert state == {key: row for key, row in truth.items() if key[0] >= floor}
+    assert late == late_pairs
+    everything = compile_fold(["c"], METRICS, None, size, step, grace, replay=True)
+    assert _run_fold(events, lambda *a: everything(*a, NO_WATERMARK)) == (truth, late_pairs)
+
+
 def test_fold_with_step_equal_to_size_equals_the_worker_rule() -> None:
     """step = size: the fold gives what the worker's tumbling hot loop (updater + inlined
     lateness) gives today."""
