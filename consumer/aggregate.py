@@ -106,7 +106,7 @@ class Metric:
             return cls(name, kind)
         if not isinstance(field, str) or not field.strip():
             raise MetricError(f"a {kind} metric needs a field", "field", 'write field = "FIELD"')
-        metric = cls(name, kind, field.strip())
+        options: dict[str, Any] = {}
         if "lg_k" in spec:
             lg_k = spec["lg_k"]
             low, high = LG_K_RANGE
@@ -114,17 +114,17 @@ class Metric:
                 raise MetricError(f"must be a whole number from {low} to {high}, got {lg_k!r}", "lg_k",
                                   f"write e.g. lg_k = {DEFAULT_LG_K} (the default: about 1.6% error; each +1 "
                                   "divides it by 1.41)")  # fmt: skip
-            metric = cls(name, kind, metric.field, lg_k=lg_k)
+            options["lg_k"] = lg_k
         if "k" in spec:
             k = spec["k"]
             low, high = KLL_K_RANGE
             if not isinstance(k, int) or isinstance(k, bool) or not low <= k <= high:
                 raise MetricError(f"must be a whole number from {low} to {high}, got {k!r}", "k",
                                   f"write e.g. k = {DEFAULT_KLL_K} (the default: about 1.65% rank error)")  # fmt: skip
-            metric = cls(name, kind, metric.field, k=k)
+            options["k"] = k
         if "quantiles" in spec:
-            metric = cls(name, kind, metric.field, quantiles=_quantiles(spec["quantiles"]), k=metric.k)
-        return metric
+            options["quantiles"] = _quantiles(spec["quantiles"])
+        return cls(name, kind, field.strip(), **options)
 
 
 def _quantiles(value: Any) -> tuple[float, ...]:
