@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import auth, kafkalog
-from .aggregate import Metric
+from .aggregate import SKETCH_KINDS, Metric, MetricError, estimate_columns, sketch_column
 from .decode import GROUPABLE, NUMERIC, check_schema, field_types, load_schema
 from .errors import ConfigError
 from .registry import RegistrySettings, RegistryUnavailable, UnknownSchema, connect
@@ -86,6 +86,16 @@ class WindowSettings:
     size_ms: int
     grace_ms: int
     time_field: str | None  # None: the Kafka message timestamp
+    step_ms: int = 0  # hopping windows start every step_ms (it divides size_ms); 0 given: size_ms, tumbling
+
+    def __post_init__(self) -> None:
+        if not self.step_ms:
+            object.__setattr__(self, "step_ms", self.size_ms)
+
+    @property
+    def hopping(self) -> bool:
+        """Windows overlap: each event belongs to ``size_ms / step_ms`` of them."""
+        return self.step_ms != self.size_ms
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     schema_path, schema, types, registry = _schema(_table(doc, "schema"), base, kafka.topics)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
+    _not_wired_yet(window, aggregate)
     sink = _sink(_table(doc, "sink"), base)
     if sink.type == "postgres":
         _postgres_names(sink.table, aggregate)
@@ -658,10 +669,61 @@ def _window(t: Mapping[str, Any], types: Mapping[str, str]) -> WindowSettings:
     if size <= 0:
         raise ConfigError("window.size", "must be more than zero", 'write e.g. size = "1m"')
     grace = _duration(t, "window.grace", "grace", default="0s")
+    step = _step(t, size)
     time_field = t.get("time_field")
     if time_field is not None:
         _field_of("window.time_field", time_field, types, ("long", "int"), "an event time in epoch ms")
-    return WindowSettings(size, grace, time_field)
+    return WindowSettings(size, grace, time_field, step)
+
+
+def _step(t: Mapping[str, Any], size: int) -> int:
+    """[window] step: hopping windows of ``size`` starting every ``step`` (default: size, tumbling)."""
+    if "step" not in t:
+        return size
+    step = _duration(t, "window.step", "step")
+    shown = _format_duration(size)
+    if step <= 0:
+        raise ConfigError("window.step", "must be more than zero",
+                          f'write e.g. step = "1m", or remove it for tumbling windows of {shown}')  # fmt: skip
+    if step > size:
+        raise ConfigError("window.step", f"{_format_duration(step)} is longer than window.size ({shown}): "
+                          "windows would leave events out", f'make it at most {shown} (step = size is tumbling), '
+                          "or remove it")  # fmt: skip
+    if size % step:
+        suggested = _format_duration(_divisor_below(size, step))
+        raise ConfigError("window.step", f"{_format_duration(step)} does not divide window.size ({shown})",
+                          f'use a step that does, e.g. step = "{suggested}"')  # fmt: skip
+    return step
+
+
+def _format_duration(ms: int) -> str:
+    """``300000 -> "5m"``: the largest unit that divides it (the form parse_duration_ms reads)."""
+    for unit, unit_ms in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % unit_ms == 0:
+            return f"{ms // unit_ms}{unit}"
+    return f"{ms}ms"
+
+
+def _divisor_below(size: int, step: int) -> int:
+    """The largest ``size / n`` below ``step`` (whole seconds when size is): a step to suggest."""
+    grain = 1000 if size % 1000 == 0 else 1
+    for n in range(-(-size // step), size // grain + 1):
+        if size % n == 0 and (size // n) % grain == 0:
+            return size // n
+    return grain
+
+
+def _not_wired_yet(window: WindowSettings, aggregate: AggregateSettings) -> None:
+    """Hopping windows and sketch metrics are parsed and computed (consumer.window,
+    consumer.aggregate) but the worker and the sinks do not use them yet: refuse them rather
+    than compute something else."""
+    if window.hopping:
+        raise ConfigError("window.step", "hopping windows are not supported by the worker of this version yet",
+                          "remove step (tumbling windows of window.size)")  # fmt: skip
+    for m in aggregate.metrics:
+        if m.kind in SKETCH_KINDS:
+            raise ConfigError(f"aggregate.metrics.{m.name}", f"{m.kind} metrics are not stored by the sinks "
+                              "of this version yet", "remove the metric")  # fmt: skip
 
 
 def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSettings:
@@ -685,6 +747,7 @@ def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSetti
             'add [aggregate.metrics] with e.g. events = "count"',
         )
     metrics = []
+    columns = {c: "a group-by field" for c in group_by} | {c: "a window column" for c in RESERVED_COLUMNS}
     for name, spec in specs.items():
         key = f"aggregate.metrics.{name}"
         _identifier(key, name)
@@ -692,10 +755,20 @@ def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSetti
             raise ConfigError(key, "clashes with a group-by field or window_start/window_end", "rename the metric")
         try:
             metric = Metric.parse(name, spec)
-        except ValueError as e:
-            raise ConfigError(key, str(e)) from None
+        except MetricError as e:
+            raise ConfigError(f"{key}.{e.option}" if e.option else key, str(e), e.fix) from None
         if metric.field is not None:
-            _field_of(key, metric.field, types, NUMERIC, f"aggregated with {metric.kind}")
+            field_key = f"{key}.field" if isinstance(spec, Mapping) else key
+            if metric.kind == "distinct":
+                _field_of(field_key, metric.field, types, GROUPABLE, "counted distinct")
+            else:
+                _field_of(field_key, metric.field, types, NUMERIC, f"aggregated with {metric.kind}")
+        # every output column once: quantiles and sketches add columns of their own
+        own = [*estimate_columns(metric), *([sketch_column(metric)] if metric.kind in SKETCH_KINDS else [])]
+        for column in own:
+            if column in columns:
+                raise ConfigError(key, f"its column {column!r} clashes with {columns[column]}", "rename the metric")
+            columns[column] = f"a column of metric {name!r}"
         metrics.append(metric)
     return AggregateSettings(tuple(group_by), tuple(metrics))
 

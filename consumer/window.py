@@ -1,4 +1,5 @@
-"""Event time to tumbling window, and the lateness rule (docs/design.md, "Events, windows, lateness").
+"""Event time to windows (tumbling, hopping), and the lateness rule (docs/design.md, "Events, windows,
+lateness").
 
 All times are integer epoch milliseconds.
 """
@@ -28,9 +29,28 @@ def window_start(t_ms: int, size_ms: int) -> int:
     return t_ms - t_ms % size_ms
 
 
+def window_starts(t_ms: int, size_ms: int, step_ms: int) -> list[int]:
+    """Starts of every hopping window ``[s, s + size)`` holding ``t_ms``, ``s`` a multiple of
+    ``step_ms``, oldest first: ``size / step`` windows when the step divides the size (the config
+    makes sure it does); ``[window_start(t_ms, size_ms)]`` when ``step_ms == size_ms``."""
+    oldest = t_ms - size_ms  # exclusive: the smallest multiple of step above it is the first
+    first = oldest - oldest % step_ms + step_ms
+    return list(range(first, t_ms + 1, step_ms))
+
+
+def window_is_late(start_ms: int, size_ms: int, grace_ms: int, watermark_ms: int) -> bool:
+    """True when the window starting at ``start_ms`` has closed: ``window_end + grace <= watermark``.
+
+    Hopping windows judge each window of an event apart by this rule: an event may be late for
+    its oldest windows and on time for the newer ones. The generated fold
+    (:func:`consumer.aggregate.compile_fold`) inlines it; this function is its reference statement.
+    """
+    return start_ms + size_ms + grace_ms <= watermark_ms
+
+
 def is_late(t_ms: int, size_ms: int, grace_ms: int, watermark_ms: int) -> bool:
-    """True when the window of ``t_ms`` has closed: ``window_end + grace <= watermark``.
+    """True when the tumbling window of ``t_ms`` has closed: ``window_end + grace <= watermark``.
 
     The worker inlines this rule in its hot loop; this function is its reference statement.
     """
-    return window_start(t_ms, size_ms) + size_ms + grace_ms <= watermark_ms
+    return window_is_late(window_start(t_ms, size_ms), size_ms, grace_ms, watermark_ms)

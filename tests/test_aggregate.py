@@ -52,10 +52,16 @@ def test_metric_parse_invalid(spec: str, message: str) -> None:
         Metric.parse("m", spec)
 
 
-@pytest.mark.parametrize("spec", [None, 3, 1.5, ["sum", "price"], {"sum": "price"}, b"count"])
+@pytest.mark.parametrize("spec", [None, 3, 1.5, ["sum", "price"], b"count"])
 def test_metric_parse_non_string(spec: Any) -> None:
     with pytest.raises(ValueError, match="unknown metric"):
         Metric.parse("m", spec)
+
+
+def test_metric_parse_table_without_kind() -> None:
+    """A table is the long form (tests/test_sketches.py): it needs its kind."""
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Metric.parse("m", {"sum": "price"})
 
 
 # ---------------------------------------------------------------------------------------------
