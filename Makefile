@@ -35,11 +35,11 @@ tools: ## build helm into .cache/tools/bin (go install; skipped when already bui
 demo: install ## the main job: local Kafka, 1M generated events, workers, results, events/s
 	$(BIN)/eventfleet demo
 
-test: install tools tools-terraform ## lint, type-check, then every test (own Kafka on :19092, registry on :18081)
+test: install tools tools-terraform ## lint, type-check, then every test in two xdist workers (Kafka on :19092 and :19192, registries on :18081 and :18181)
 	$(BIN)/ruff check consumer tests
 	$(BIN)/ruff format --check consumer tests
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2  # two xdist workers, each with a broker and a registry of its own
 
 test-faults: install ## the fault suite: a 3-broker cluster killed and bounced under a fleet, a SASL_SSL broker (~10 min)
 	$(BIN)/pytest -m faults tests/faults

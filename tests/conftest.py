@@ -11,8 +11,11 @@ import pytest
 
 from consumer import devkafka, devpostgres, devregistry
 
-TEST_KAFKA_PORT = int(os.environ.get("EVENTFLEET_TEST_KAFKA_PORT", "19092"))
-TEST_REGISTRY_PORT = int(os.environ.get("EVENTFLEET_TEST_REGISTRY_PORT", "18081"))  # management: port+1000
+# Under pytest-xdist (make test runs -n 2), worker gwN starts a broker and a registry of its own,
+# N * 100 ports above the base (a broker takes P, P+1 for its controller and P+2 for SASL_SSL).
+XDIST_OFFSET = 100 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_KAFKA_PORT = int(os.environ.get("EVENTFLEET_TEST_KAFKA_PORT", "19092")) + XDIST_OFFSET
+TEST_REGISTRY_PORT = int(os.environ.get("EVENTFLEET_TEST_REGISTRY_PORT", "18081")) + XDIST_OFFSET  # mgmt: +1000
 
 
 @pytest.fixture(scope="session")
