@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, devkafka, devpostgres, devregistry
+from . import __version__, config
 from .decode import load_schema
+from .dev import kafka as devkafka
+from .dev import postgres as devpostgres
+from .dev import registry as devregistry
 from .errors import ConfigError, EventfleetError, KafkaSetupError
 from .registry import RegistryUnavailable, UnknownSchema, connect, header_size
 

@@ -32,8 +32,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from . import config, devkafka
+from . import config
 from .cli import write_rows
+from .dev import kafka as devkafka
 from .errors import EventfleetError, SinkError
 from .produce import events as generate_events
 from .produce import produce
@@ -144,7 +145,7 @@ def demo(
 
 def _local_registry() -> str:
     """The local schema registry's URL, started first if none answers on its default port."""
-    from . import devregistry
+    from .dev import registry as devregistry
 
     local = devregistry.Registry(devregistry.default_home(devregistry.DEFAULT_PORT), devregistry.DEFAULT_PORT)
     if not local.answers():

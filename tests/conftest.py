@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from consumer import devkafka, devpostgres, devregistry
+from consumer.dev import kafka as devkafka
+from consumer.dev import postgres as devpostgres
+from consumer.dev import registry as devregistry
 
 TEST_KAFKA_PORT = int(os.environ.get("EVENTFLEET_TEST_KAFKA_PORT", "19092"))
 TEST_REGISTRY_PORT = int(os.environ.get("EVENTFLEET_TEST_REGISTRY_PORT", "18081"))  # management: port+1000

@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from consumer import cli, devregistry
+from consumer import cli
+from consumer.dev import registry as devregistry
 from consumer.window import parse_duration_ms
 
 from .conftest import ROOT, load_as_in_container
