@@ -137,10 +137,10 @@ def test_demo_from_files(kafka: Kafka, tmp_path: Path) -> None:
     import argparse
     import tomllib
 
-    from consumer import cli
+    from consumer import commands
 
-    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "tail" not in commands.choices:
+    subcommands = next(a for a in commands.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "tail" not in subcommands.choices:
         pytest.skip("eventfleet tail is not in this build yet (branch tail)")
     port = kafka.bootstrap.rsplit(":", 1)[1]
     demo = eventfleet(

@@ -10,6 +10,7 @@ times, ``eventfleet tail`` follows it into the topic (the glob names only the li
 renamed ones are followed by their identity), and the workers aggregate the topic meanwhile.
 """
 
+import argparse
 import base64
 import json
 import multiprocessing
@@ -32,19 +33,38 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from . import config
-from .cli import write_rows
-from .dev import kafka as devkafka
-from .errors import EventfleetError, SinkError
-from .produce import events as generate_events
-from .produce import produce
-from .progress import Progress
-from .sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
+from .. import config
+from ..dev import kafka as devkafka
+from ..dev import registry as devregistry
+from ..errors import EventfleetError, SinkError
+from ..produce import events as generate_events
+from ..produce import produce
+from ..progress import Progress
+from ..sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
+from .rows import write_rows
 
 DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
 LOG_GENERATIONS = 5  # --from-files: the log is renamed away 4 times (app.log.1 .. app.log.4) while tailed
 WRITE_LINES = 1000  # --from-files: lines per write batch; each batch is written in two cut mid-line
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    p.add_argument("--dsn", help="a postgres pipeline's PostgreSQL instead of its sink.dsn (libpq connection string)")
+    p.add_argument("--registry", nargs="?", const="local", metavar="URL",
+                   help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
+    p.add_argument("--from-files", action="store_true",
+                   help="the events as lines of a rotated log file, read by eventfleet tail")  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> int:
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry, args.dsn,
+                args.from_files)  # fmt: skip
 
 
 def demo(
@@ -145,8 +165,6 @@ def demo(
 
 def _local_registry() -> str:
     """The local schema registry's URL, started first if none answers on its default port."""
-    from .dev import registry as devregistry
-
     local = devregistry.Registry(devregistry.default_home(devregistry.DEFAULT_PORT), devregistry.DEFAULT_PORT)
     if not local.answers():
         print(
