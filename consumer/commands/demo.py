@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from .. import config
+from .. import config, summary
 from ..dev import kafka as devkafka
 from ..dev import registry as devregistry
 from ..errors import EventfleetError, SinkError
@@ -105,10 +105,12 @@ def demo(
     if from_files:  # the workers start meanwhile: they aggregate what the tailer commits
         tail = _start_tail(pipeline_file, run_id, count)
     else:
-        summary = produce(pipeline, count, seed=42)
-        print(f"produced {count:,} events in {summary.seconds:.1f} s")
+        produced = produce(pipeline, count, seed=42)
+        print(f"produced {count:,} events in {produced.seconds:.1f} s")
 
     log_path = pipeline_file.with_name(f"{run_id}-fleet.log")
+    summaries = pipeline_file.with_name(f"{run_id}-workers")  # each worker's summary when it stops
+    summaries.mkdir()
     started = time.monotonic()
     with open(log_path, "wb") as log:  # the fleet keeps its own copy of the descriptor
         fleet = subprocess.Popen(
@@ -116,6 +118,7 @@ def demo(
              "--metrics-port", "0"],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env={**os.environ, summary.SUMMARY_DIR_ENV: str(summaries.resolve())},
         )  # fmt: skip
     try:
         if tail is not None:
@@ -149,16 +152,15 @@ def demo(
         tail.report(count)
         print(f"{who}: every result durable {elapsed:.1f} s after they started; fleet log: {log_path}")
         return 0
-    firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
+    stopped = summary.read(summaries)
+    firsts = [s.first_event_at for s in stopped if s.first_event_at is not None]
     busy = done_at - min(firsts) if firsts else elapsed
     print(
         f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
     )
-    stops = re.findall(r"w(\d+)\] worker stopped: (\d+) events in [\d.]+ s from first to last, (\d+) events/s",
-                       log_path.read_text())  # fmt: skip
-    for worker, events, rate in stops:
-        print(f"  worker {worker}: {int(events):,} events at {int(rate):,} events/s (first to last event)")
+    for s in stopped:
+        print(f"  worker {s.worker_id}: {s.events:,} events at {s.events_per_s:,.0f} events/s (first to last event)")
     print(f"fleet log: {log_path}")
     return 0
 
