@@ -21,7 +21,7 @@ from the earliest window of the events at the given offsets. ``--into TABLE`` do
 a copy of the table under its own consumer group; ``--swap`` promotes it.
 
 This module carries a replay out: it finds the floor (``resolve_floor``), stores the plan that
-consumer/replay_plan.py makes (``prepare``, ``start``), runs the replay worker to the end offsets
+consumer/replay_plan.py makes (``prepare``, ``Replay.start``), runs the replay worker to the end offsets
 (``run_worker``), and swaps a shadow table in (``check_swap``, ``swap``). It prints nothing and
 asks nothing: consumer/commands/replay.py does, between these steps.
 """
