@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import MAX_DELAY_MS, PLACEMENTS, START_MS, write_pipeline, writer_v2  # noqa: E402
-from consumer import config, devregistry  # noqa: E402
+from consumer import config  # noqa: E402
 from consumer.decode import FramedDecoder, make_encoder, make_projection, projection_body  # noqa: E402
+from consumer.dev import registry as devregistry  # noqa: E402
 from consumer.produce import events, framed_encoder  # noqa: E402
 from consumer.registry import connect  # noqa: E402
 

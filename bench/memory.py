@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import wait_sink_complete, write_pipeline  # noqa: E402
-from consumer import config, devkafka  # noqa: E402
+from consumer import config  # noqa: E402
 from consumer.decode import make_encoder  # noqa: E402
+from consumer.dev import kafka as devkafka  # noqa: E402
 
 TYPES = ("impression", "click", "conversion")
 PARTITIONS = 8

@@ -29,7 +29,8 @@ import tomli_w
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import config, devpostgres  # noqa: E402
+from consumer import config  # noqa: E402
+from consumer.dev import postgres as devpostgres  # noqa: E402
 from consumer.sinks import Position, PositionWrite  # noqa: E402
 from consumer.sinks.postgres import STRATEGIES, PostgresSink  # noqa: E402
 from consumer.sinks.sqlite import TABLE_SUFFIXES  # noqa: E402

@@ -46,7 +46,10 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer import config, devkafka, devpostgres, devregistry  # noqa: E402
+from consumer import config  # noqa: E402
+from consumer.dev import kafka as devkafka  # noqa: E402
+from consumer.dev import postgres as devpostgres  # noqa: E402
+from consumer.dev import registry as devregistry  # noqa: E402
 from consumer.produce import events as event_stream  # noqa: E402
 from consumer.produce import framed_encoder, produce  # noqa: E402
 from consumer.sinks import open_sink  # noqa: E402

@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import machine  # noqa: E402
-from consumer import config, devkafka  # noqa: E402
+from consumer import config  # noqa: E402
+from consumer.dev import kafka as devkafka  # noqa: E402
 from consumer.produce import events  # noqa: E402
 
 CONTENDERS = ("eventfleet", "naive", "rsyslog")

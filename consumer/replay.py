@@ -19,24 +19,28 @@ the filter is active), so nothing is counted twice. ``--from-earliest`` deletes 
 starts every partition from its earliest offset with a fresh state. ``--from-offsets`` replays
 from the earliest window of the events at the given offsets. ``--into TABLE`` does the same in
 a copy of the table under its own consumer group; ``--swap`` promotes it.
+
+This module carries a replay out: it finds the floor (``resolve_floor``), stores the plan that
+consumer/replay_plan.py makes (``prepare``, ``Replay.start``), runs the replay worker to the end offsets
+(``run_worker``), and swaps a shadow table in (``check_swap``, ``swap``). It prints nothing and
+asks nothing: consumer/commands/replay.py does, between these steps.
 """
 
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from dataclasses import dataclass, field
+from typing import Any
 
 from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
 from .decode import make_event_decoder
-from .errors import ConfigError, EventfleetError
+from .errors import ConfigError
 from .groups import Kafka, Member
 from .registry import RegistryUnavailable, connect
-from .sinks import Position, ReplayableSink, ReplayFilter, ReplayReset, TopicPartition, open_sink, replayable
-from .window import NO_WATERMARK, window_start
+from .replay_plan import Mode, Plan, ReplayRefused, make_plan
+from .sinks import Position, ReplayableSink, TopicPartition, open_sink, replayable
+from .window import NO_WATERMARK, iso, window_start
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -44,177 +48,7 @@ log = logging.getLogger(__name__)
 DONE_CHECK_S = 1.0  # how often the partitions this replay does not own are looked up in the sink
 
 
-class ReplayRefused(EventfleetError):
-    """The replay cannot be done (exactly, or now): the message says why and what to do."""
-
-
-# -- what to replay ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mode:
-    """One of --from-timestamp, --from-earliest, --from-offsets, as given."""
-
-    kind: Literal["timestamp", "earliest", "offsets"]
-    timestamp_ms: int = 0
-    offsets: tuple[tuple[str | None, int, int], ...] = ()  # (topic or None, partition, offset)
-
-
-def parse_timestamp(text: str) -> int:
-    """``2026-11-20T10:00:00Z`` (ISO 8601; no zone means UTC) or epoch milliseconds."""
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            "--from-timestamp",
-            f"{text!r} is neither an ISO 8601 time nor epoch milliseconds",
-            "write e.g. 2026-11-20T10:00:00Z or 1795168800000",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def parse_offsets(text: str) -> tuple[tuple[str | None, int, int], ...]:
-    """``0:1200,1:900`` (partition:offset, one topic) or ``TOPIC:0:1200,...``."""
-    out: list[tuple[str | None, int, int]] = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        parts = item.split(":")
-        try:
-            if len(parts) == 2:
-                out.append((None, int(parts[0]), int(parts[1])))
-            elif len(parts) == 3 and parts[0]:
-                out.append((parts[0], int(parts[1]), int(parts[2])))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                "--from-offsets",
-                f"{item!r} is not PARTITION:OFFSET or TOPIC:PARTITION:OFFSET",
-                "write e.g. --from-offsets 0:1200,1:900",
-            ) from None
-        if out[-1][1] < 0 or out[-1][2] < 0:
-            raise ConfigError("--from-offsets", f"{item!r}: partitions and offsets are >= 0", "write e.g. 0:1200")
-    if not out:
-        raise ConfigError("--from-offsets", "no partition given", "write e.g. --from-offsets 0:1200,1:900")
-    return tuple(out)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
-# -- the plan ---------------------------------------------------------------------------------
-
-
-@dataclass
-class PartitionPlan:
-    tp: TopicPartition
-    current: Position | None  # the stored position (and its filter), None: never written
-    new: Position  # where the replay starts, with its filter
-    end: int  # the end offset captured at the start
-    origin: str  # why the replay starts there
-
-    @property
-    def to_reprocess(self) -> int:
-        return max(0, self.end - self.new.next_offset)
-
-
-@dataclass
-class Plan:
-    group: str
-    table: str
-    floor: int  # windows starting here or later are recomputed (NO_WATERMARK: all)
-    why: str  # how the floor was chosen
-    partitions: list[PartitionPlan]
-    windows: tuple[int, int] = (0, 0)  # windows and rows deleted
-
-    @property
-    def total(self) -> int:
-        return sum(p.to_reprocess for p in self.partitions)
-
-    def reset(self) -> ReplayReset:
-        return ReplayReset(self.floor, [p.new for p in self.partitions], self.floor == NO_WATERMARK)
-
-
-def plan_partition(
-    tp: TopicPartition,
-    current: Position | None,
-    checkpoint: Position | None,
-    earliest: int,
-    end: int,
-    floor: int,
-) -> PartitionPlan:
-    """Where one partition restarts for a replay from window ``floor`` (NO_WATERMARK: from the
-    earliest offset), and the filter that keeps events of kept windows from counting twice.
-
-    ``checkpoint`` is the latest checkpoint whose watermark is below ``floor`` and whose offset is
-    at most ``until`` (see below). Refuses when no exact restart point exists.
-    """
-    topic, partition = tp
-    name = f"{topic}[{partition}]"
-    position = current.next_offset if current is not None else 0
-    active = current.replay if current is not None else None
-    # Kept windows hold every event below ``until``: the position, or during an unfinished replay
-    # the position it started from (a rerun after a crash must not count [position, until) twice).
-    until = max(position, active.until if active else 0)
-    if active is not None and floor != NO_WATERMARK and active.floor < floor:
-        began = "the earliest offsets" if active.floor == NO_WATERMARK else iso(active.floor)
-        raise ReplayRefused(
-            f"{name} is in the middle of a replay from {began} (at offset {position} of {active.until}): its "
-            "windows from then on are only partly rebuilt, so a replay from a later time cannot be exact. "
-            f"Finish it first: rerun it (from {began} or earlier, or --from-earliest), or start the fleet, "
-            "which continues it"
-        )
-    if floor == NO_WATERMARK:
-        start = Position(topic, partition, earliest, NO_WATERMARK)
-        origin = "earliest offset"
-    elif checkpoint is not None:
-        start = checkpoint
-        wm = "no event yet" if checkpoint.watermark == NO_WATERMARK else f"watermark {iso(checkpoint.watermark)}"
-        origin = f"checkpoint ({wm})"
-    elif current is None or earliest == 0:
-        start = Position(topic, partition, earliest, NO_WATERMARK)  # exactly how a fresh run starts
-        origin = "earliest offset (no checkpoint before)"
-    else:
-        raise ReplayRefused(
-            f"{name} has no checkpoint with a watermark before {iso(floor)}, and the topic no longer holds "
-            f"its offsets below {earliest}: the state a fresh run would have there is unknown. Replay from a "
-            "later time, or --from-earliest (recomputes everything from what the topic retains)"
-        )
-    if start.next_offset < earliest:
-        raise ReplayRefused(
-            f"{name}: the replay must reread from offset {start.next_offset} (the last checkpoint before "
-            f"{iso(floor)}), but the topic retains offsets from {earliest} only. Replay from a later time, or "
-            "--from-earliest (recomputes everything from what the topic retains)"
-        )
-    replay_filter = ReplayFilter(floor, until) if until > start.next_offset else None
-    new = dataclasses.replace(start, replay=replay_filter)
-    return PartitionPlan(tp, current, new, end, origin)
-
-
-def make_plan(
-    sink: ReplayableSink,
-    group: str,
-    table: str,
-    floor: int,
-    why: str,
-    offsets: dict[TopicPartition, tuple[int, int]],
-) -> Plan:
-    """The plan for every partition, from the sink's positions, filters and checkpoints."""
-    current = sink.read_positions(group, list(offsets))
-    untils = {
-        tp: max(p.next_offset, p.replay.until if p.replay else 0) if (p := current.get(tp)) else 0 for tp in offsets
-    }
-    checkpoints = sink.replay_checkpoints(group, floor, untils) if floor != NO_WATERMARK else {}
-    parts = [
-        plan_partition(tp, current.get(tp), checkpoints.get(tp), low, high, floor)
-        for tp, (low, high) in offsets.items()
-    ]
-    return Plan(group, table, floor, why, parts, sink.replay_windows(floor))
+# -- where to start -------------------------------------------------------------------------------
 
 
 def resolve_floor(
@@ -269,53 +103,6 @@ def resolve_floor(
     )
 
 
-# -- printing and asking ------------------------------------------------------------------------
-
-
-def print_plan(plan: Plan, out: TextIO, header: str) -> None:
-    out.write(header + "\n")
-    out.write(f"  {plan.why}\n")
-    windows, rows = plan.windows
-    out.write(f"  {windows:,} windows ({rows:,} rows) of table {plan.table} are recomputed\n\n")
-    head = ("topic", "partition", "current", "new", "end", "to reprocess", "restarts from", "old windows kept below")
-    cells: list[tuple[str, ...]] = [head]
-    for p in plan.partitions:
-        kept = f"offset {p.new.replay.until:,}" if p.new.replay and plan.floor != NO_WATERMARK else "-"
-        current = f"{p.current.next_offset:,}" if p.current else "-"
-        cells.append((p.tp[0], str(p.tp[1]), current, f"{p.new.next_offset:,}", f"{p.end:,}",
-                      f"{p.to_reprocess:,}", p.origin, kept))  # fmt: skip
-    cells.append(("total", "", "", "", "", f"{plan.total:,}", "", ""))
-    _table(cells, out)
-
-
-def _table(cells: list[tuple[str, ...]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    for r in cells:
-        line = "  ".join(
-            v.ljust(w) if i in (0, 6, 7) else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))
-        )
-        out.write("  " + line.rstrip() + "\n")
-
-
-def refuse_members(group: str, members: list[Member], what: str) -> ReplayRefused:
-    lines = "; ".join(f"client {m.client_id} on {m.host} ({m.partitions} partitions)" for m in members)
-    return ReplayRefused(
-        f"consumer group {group!r} has {len(members)} active member(s): {lines}. {what} Stop them first: "
-        "kill -TERM the `eventfleet run` supervisor (the ppid in the client id) or `eventfleet worker` process "
-        "on each host, or scale the deployment to 0 (kubectl scale deployment/NAME --replicas=0); a member "
-        "killed with SIGKILL stays until its session.timeout.ms expires. Then run this again"
-    )
-
-
-def confirm(question: str, yes: bool) -> bool:
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        raise ReplayRefused("not asking for confirmation on a non-interactive input: pass --yes to go ahead, "
-                            "or --dry-run to only print the plan")  # fmt: skip
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-
-
 # -- running it --------------------------------------------------------------------------------
 
 
@@ -364,34 +151,18 @@ class ReplayWorker(Worker):
             self.done = self.stopping = True
 
 
-def run_worker(pipeline: Pipeline, plan: Plan, verbose: bool) -> tuple[int, bool, float, float]:
-    """Run the replay to the captured end offsets with a progress bar; (events, done, seconds in
-    all, seconds from the first event to the last)."""
-    from .progress import Progress
-
+def run_worker(pipeline: Pipeline, plan: Plan, progress: Callable[[int], object]) -> tuple[int, bool, float, float]:
+    """Run the replay to the captured end offsets, ``progress(n)`` after each batch of n events;
+    (events, done, seconds in all, seconds from the first event to the last)."""
     ends = {p.tp: p.end for p in plan.partitions}
-    quiet = logging.getLogger("consumer")
-    level = quiet.level
-    if not verbose:
-        quiet.setLevel(logging.WARNING)  # flush lines would bury the progress bar
     started = time.perf_counter()
-    with Progress(plan.total, "replay") as bar:
-
-        def progress(n: int) -> None:
-            if bar.n == 0:
-                bar.restart()  # events/s and the ETA count from the first event, not the group join
-            bar.update(n)
-
-        worker = ReplayWorker(pipeline, ends, progress)
-        try:
-            worker.run()
-        finally:
-            quiet.setLevel(level)
+    worker = ReplayWorker(pipeline, ends, progress)
+    worker.run()
     active = worker.last_event_at - (worker.first_event_at or worker.last_event_at)
     return worker.events, worker.done, time.perf_counter() - started, active
 
 
-# -- the command ----------------------------------------------------------------------------------
+# -- the shadow table (--into, --swap) --------------------------------------------------------------
 
 
 def shadow_pipeline(pipeline: Pipeline, table: str) -> Pipeline:
@@ -404,43 +175,8 @@ def shadow_pipeline(pipeline: Pipeline, table: str) -> Pipeline:
     )
 
 
-def replay(
-    pipeline: Pipeline,
-    mode: Mode | None,
-    into: str | None = None,
-    swap: bool = False,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    out: TextIO = sys.stdout,
-) -> int:
-    """``eventfleet replay``; returns the exit code."""
-    live = replayable(open_sink(pipeline), pipeline.sink.type)
-    kafka = Kafka(pipeline)
-    try:
-        shadow = None
-        if into is not None:
-            shadow = _check_shadow_name(pipeline, live, into)
-        if swap and shadow is None:
-            raise ConfigError("--swap", "promotes a shadow table", "give --into TABLE too")
-        if mode is None:
-            if shadow is None or not swap:
-                raise ConfigError("replay", "nothing to do", "give --from-timestamp, --from-earliest or --from-offsets")
-            return _swap(pipeline, shadow, live, kafka, dry_run, yes, out)
-        if swap and not dry_run and (members := kafka.members(pipeline.kafka.group_id)):
-            raise refuse_members(pipeline.kafka.group_id, members,
-                                 "--swap promotes the shadow table once the replay is done, so the live fleet "
-                                 "must be stopped; or replay --into without --swap now and swap later.")  # fmt: skip
-        code = _replay(pipeline, shadow, live, kafka, mode, dry_run, yes, verbose, out)
-        if code == 0 and swap and shadow is not None and not dry_run:
-            return _swap(pipeline, shadow, live, kafka, False, True, out)
-        return code
-    finally:
-        kafka.close()
-        live.close()
-
-
-def _check_shadow_name(pipeline: Pipeline, live: ReplayableSink, into: str) -> Pipeline:
+def check_shadow_name(pipeline: Pipeline, live: ReplayableSink, into: str) -> Pipeline:
+    """The shadow pipeline of ``--into TABLE``, once the name is known to be usable."""
     if not IDENTIFIER.match(into):
         raise ConfigError("--into", f"{into!r} is not a plain table name", "use letters, digits and _")
     if pipeline.sink.type == "postgres" and len((into + PG_TABLE_SUFFIX).encode()) > PG_NAME_BYTES:
@@ -456,86 +192,7 @@ def _check_shadow_name(pipeline: Pipeline, live: ReplayableSink, into: str) -> P
     return shadow
 
 
-def _replay(
-    pipeline: Pipeline,
-    shadow: Pipeline | None,
-    live: ReplayableSink,
-    kafka: Kafka,
-    mode: Mode,
-    dry_run: bool,
-    yes: bool,
-    verbose: bool,
-    out: TextIO,
-) -> int:
-    target = shadow or pipeline
-    group = target.kafka.group_id
-    partitions = kafka.partitions()
-    offsets = kafka.offsets(partitions)
-    floor, why = resolve_floor(pipeline, mode, kafka, offsets)
-    members = kafka.members(group)
-    sink: ReplayableSink | None = None
-    clone = shadow is not None and not _shadow_started(live, shadow, partitions)
-    try:
-        if clone:
-            plan = make_plan(live, pipeline.kafka.group_id, pipeline.sink.table, floor, why, offsets)
-            header = (
-                f"replay into the new table {target.sink.table} (group {group}): a snapshot of {pipeline.sink.table} "
-                f"(its rows of the windows kept, its positions, checkpoints and rejects) is copied, then replayed "
-                f"there; {pipeline.sink.table} and group {pipeline.kafka.group_id} are left untouched"
-            )
-        else:
-            sink = live if shadow is None else replayable(open_sink(target), target.sink.type)
-            plan = make_plan(sink, group, target.sink.table, floor, why, offsets)
-            header = f"replay of group {group} into table {target.sink.table} ({_where(target)})"
-        print_plan(plan, out, header)
-        if dry_run:
-            if members:
-                out.write(f"\nnote: {refuse_members(group, members, 'A replay now would be refused.')}\n")
-            return 0
-        if members:
-            raise refuse_members(group, members, "Replaying under a running fleet would race its workers.")
-        windows, rows = plan.windows
-        if not confirm(f"recompute {windows:,} windows ({rows:,} rows), reprocessing {plan.total:,} messages?", yes):
-            out.write("nothing done\n")
-            return 1
-        if clone:
-            assert shadow is not None
-            sink = replayable(open_sink(target), target.sink.type)  # creates the empty tables
-            live.replay_clone(target.sink.table, pipeline.kafka.group_id, group, floor)
-            plan = make_plan(sink, group, target.sink.table, floor, why, offsets)  # from the snapshot copied
-        assert sink is not None
-        sink.replay_reset(group, plan.reset())  # one transaction: rows, positions, filters
-        kafka.commit(group, {p.tp: p.new.next_offset for p in plan.partitions})  # then Kafka, like a flush
-        log.info("replay started: positions and filters stored, offsets committed")
-        events, done, seconds, active = run_worker(target, plan, verbose)
-        windows, rows = sink.replay_windows(floor)
-    finally:
-        if sink is not None and sink is not live:
-            sink.close()
-    if not done:
-        out.write(
-            f"replay interrupted after {events:,} events: rerun the same command to redo it, or start the fleet, "
-            "which continues it exactly (the replay's filters are stored with the positions)\n"
-        )
-        return 1
-    since = "" if floor == NO_WATERMARK else f" from {iso(floor)}"
-    out.write(
-        f"replayed {events:,} events in {seconds:.1f} s ({events / max(active, 1e-3):,.0f} events/s from the first "
-        f"to the last), recomputed {windows:,} windows ({rows:,} rows){since} in table {target.sink.table}\n"
-    )
-    return 0
-
-
-def _where(pipeline: Pipeline) -> str:
-    """The sink's database, for the plan's header (a DSN is shown without its password)."""
-    if pipeline.sink.type == "postgres":
-        from .sinks.postgres import describe_target
-
-        return f"postgres at {describe_target(pipeline.sink.dsn or '')}"
-    return f"{pipeline.sink.type} {pipeline.sink.path}"
-
-
-def _shadow_started(live: ReplayableSink, shadow: Pipeline, partitions: list[TopicPartition]) -> bool:
+def shadow_started(live: ReplayableSink, shadow: Pipeline, partitions: list[TopicPartition]) -> bool:
     """Whether the shadow table already holds a replay (then it is replayed again, in place)."""
     if not live.replay_table_exists(shadow.sink.table):
         return False
@@ -546,9 +203,92 @@ def _shadow_started(live: ReplayableSink, shadow: Pipeline, partitions: list[Top
         sink.close()
 
 
-def _swap(
-    pipeline: Pipeline, shadow: Pipeline, live: ReplayableSink, kafka: Kafka, dry_run: bool, yes: bool, out: TextIO
-) -> int:
+# -- a replay: prepared, started, run ---------------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    """A replay planned, not started yet. Its caller checks ``members`` (a replay under a running
+    fleet would race its workers) and closes it."""
+
+    pipeline: Pipeline  # the live pipeline
+    target: Pipeline  # where the replay writes: the live pipeline, or the shadow's (--into)
+    live: ReplayableSink
+    kafka: Kafka
+    plan: Plan
+    offsets: dict[TopicPartition, tuple[int, int]]  # earliest and end offsets, captured at the start
+    members: list[Member]  # the target group's active members
+    clone: bool  # a new shadow table: planned from the live table, whose snapshot start() copies
+    sink: ReplayableSink | None = None  # the target's sink (a new shadow's once start() made it)
+
+    @property
+    def group(self) -> str:
+        return self.target.kafka.group_id
+
+    def start(self) -> None:
+        """Store the plan, then commit its offsets: from here on the replay is under way, and a
+        rerun or the fleet continues it exactly (docs/design.md, "Replay", step 2)."""
+        if self.clone:
+            table, floor = self.target.sink.table, self.plan.floor
+            self.sink = replayable(open_sink(self.target), self.target.sink.type)  # creates the empty tables
+            self.live.replay_clone(table, self.pipeline.kafka.group_id, self.group, floor)
+            self.plan = make_plan(self.sink, self.group, table, floor, self.plan.why, self.offsets)  # from the copy
+        assert self.sink is not None
+        self.sink.replay_reset(self.group, self.plan.reset())  # one transaction: rows, positions, filters
+        self.kafka.commit(self.group, {p.tp: p.new.next_offset for p in self.plan.partitions})  # then Kafka
+        log.info("replay started: positions and filters stored, offsets committed")
+
+    def recomputed(self) -> tuple[int, int]:
+        """Windows and rows from the floor on, as the target table holds them now."""
+        assert self.sink is not None
+        return self.sink.replay_windows(self.plan.floor)
+
+    def close(self) -> None:
+        if self.sink is not None and self.sink is not self.live:  # the live sink is the caller's
+            self.sink.close()
+
+
+def prepare(pipeline: Pipeline, shadow: Pipeline | None, live: ReplayableSink, kafka: Kafka, mode: Mode) -> Replay:
+    """The plan of a replay of the live table, or of the shadow's with ``shadow`` (--into)."""
+    target = shadow or pipeline
+    group = target.kafka.group_id
+    partitions = kafka.partitions()
+    offsets = kafka.offsets(partitions)
+    floor, why = resolve_floor(pipeline, mode, kafka, offsets)
+    members = kafka.members(group)
+    if shadow is not None and not shadow_started(live, shadow, partitions):
+        plan = make_plan(live, pipeline.kafka.group_id, pipeline.sink.table, floor, why, offsets)
+        return Replay(pipeline, target, live, kafka, plan, offsets, members, clone=True)
+    sink = live if shadow is None else replayable(open_sink(target), target.sink.type)
+    try:
+        plan = make_plan(sink, group, target.sink.table, floor, why, offsets)
+    except BaseException:
+        if sink is not live:
+            sink.close()
+        raise
+    return Replay(pipeline, target, live, kafka, plan, offsets, members, clone=False, sink=sink)
+
+
+# -- the swap ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Swap:
+    """A shadow table that covers every partition, ready to become the live one. Its caller
+    checks ``members`` (both fleets must be stopped)."""
+
+    pipeline: Pipeline  # the live pipeline
+    shadow: Pipeline
+    partitions: list[TopicPartition]
+    ends: dict[TopicPartition, tuple[int, int]]  # earliest and end offsets
+    ours: dict[TopicPartition, Position]  # the live table's positions
+    theirs: dict[TopicPartition, Position]  # the shadow table's positions
+    members: dict[str, list[Member]] = field(default_factory=dict)  # active members of each group
+
+
+def check_swap(pipeline: Pipeline, shadow: Pipeline, live: ReplayableSink, kafka: Kafka) -> Swap:
+    """The swap of ``shadow``'s table in; refused unless it holds a position for every partition
+    that has events (or that the live table has a position for)."""
     group, other = pipeline.kafka.group_id, shadow.kafka.group_id
     table = shadow.sink.table
     partitions = kafka.partitions()
@@ -567,35 +307,13 @@ def _swap(
             f"table {table!r} has no position for {', '.join(f'{t}[{p}]' for t, p in missing)} under group {other!r}: "
             f"it did not cover every partition. Replay --into {table} again to complete it"
         )
-    head = ("topic", "partition", f"{pipeline.sink.table} (live)", f"{table} (shadow)", "end", "left to process")
-    cells: list[tuple[str, ...]] = [head]
-    for tp in partitions:
-        mine, new = ours.get(tp), theirs.get(tp)
-        left = max(0, ends[tp][1] - new.next_offset) if new else 0
-        cells.append((tp[0], str(tp[1]), f"{mine.next_offset:,}" if mine else "-",
-                      f"{new.next_offset:,}" if new else "-", f"{ends[tp][1]:,}", f"{left:,}"))  # fmt: skip
-    out.write(
-        f"swap: table {table} (group {other}) becomes {pipeline.sink.table} (group {group}), and the current "
-        f"{pipeline.sink.table} becomes {table}; the live fleet then continues from the shadow's positions\n"
-    )
-    _table(cells, out)
-    for g in (group, other):
-        if members := kafka.members(g):
-            if dry_run:
-                out.write(f"\nnote: {refuse_members(g, members, 'A swap now would be refused.')}\n")
-            else:
-                raise refuse_members(g, members, "A swap needs both the live fleet and the shadow replay stopped.")
-    if dry_run:
-        return 0
-    if not confirm(f"swap {pipeline.sink.table} and {table}?", yes):
-        out.write("nothing done\n")
-        return 1
-    live.replay_swap(table, group, other)  # one transaction: tables renamed, groups exchanged
-    kafka.commit(group, {tp: p.next_offset for tp, p in theirs.items()})
-    if ours:
-        kafka.commit(other, {tp: p.next_offset for tp, p in ours.items()})
-    out.write(
-        f"swapped: {pipeline.sink.table} now holds the replayed results (group {group} continues from their "
-        f"positions); the previous results are in {table}\n"
-    )
-    return 0
+    return Swap(pipeline, shadow, partitions, ends, ours, theirs, {g: kafka.members(g) for g in (group, other)})
+
+
+def swap(s: Swap, live: ReplayableSink, kafka: Kafka) -> None:
+    """Exchange the tables and the groups in one sink transaction, then each group's offsets."""
+    group, other = s.pipeline.kafka.group_id, s.shadow.kafka.group_id
+    live.replay_swap(s.shadow.sink.table, group, other)  # one transaction: tables renamed, groups exchanged
+    kafka.commit(group, {tp: p.next_offset for tp, p in s.theirs.items()})
+    if s.ours:
+        kafka.commit(other, {tp: p.next_offset for tp, p in s.ours.items()})

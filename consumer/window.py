@@ -5,6 +5,7 @@ All times are integer epoch milliseconds.
 """
 
 import re
+import time
 
 NO_WATERMARK = -(2**63)
 """The watermark of a partition that has seen no event yet (lower than any event time)."""
@@ -54,3 +55,8 @@ def is_late(t_ms: int, size_ms: int, grace_ms: int, watermark_ms: int) -> bool:
     The worker inlines this rule in its hot loop; this function is its reference statement.
     """
     return window_is_late(window_start(t_ms, size_ms), size_ms, grace_ms, watermark_ms)
+
+
+def iso(t_ms: int) -> str:
+    """``t_ms`` as an ISO 8601 UTC time with milliseconds: ``2026-11-20T10:00:00.000Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_ms // 1000)) + f".{t_ms % 1000:03d}Z"

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from . import faults, metrics, profiling
+from . import faults, metrics, profiling, summary
 from .aggregate import compile_updater
 from .backoff import backoff_s
 from .config import Pipeline
@@ -178,6 +178,7 @@ class Worker:
         active_s = self.last_event_at - (self.first_event_at or self.last_event_at)
         rate = self.events / active_s if active_s else 0.0
         log.info("worker stopped: %d events in %.2f s from first to last, %.0f events/s", self.events, active_s, rate)
+        summary.worker_stopped(self.worker_id, self.events, self.first_event_at, self.last_event_at)  # demo reads it
         return EXIT_RECYCLE if self.recycle else 0
 
     def process(self, messages: list[Any]) -> None:

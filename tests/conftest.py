@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from consumer import devkafka, devpostgres, devregistry
+from consumer.dev import kafka as devkafka
+from consumer.dev import postgres as devpostgres
+from consumer.dev import registry as devregistry
 
 # Under pytest-xdist (make test runs -n 2), worker gwN starts a broker and a registry of its own,
 # N * 100 ports above the base (a broker takes P, P+1 for its controller and P+2 for SASL_SSL).

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 
 
 def test_a_cluster_id_beginning_with_a_dash_stays_the_value_of_its_option() -> None:

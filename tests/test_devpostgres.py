@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from consumer import devpostgres
+from consumer.dev import postgres as devpostgres
 
 
 def eventfleet(*args: str) -> subprocess.CompletedProcess[str]:

@@ -407,11 +407,11 @@ def test_ingest_mistakes_name_the_key_and_the_fix(tmp_path: Path, ingest: str, k
 
 
 def test_tail_without_an_ingest_section_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from consumer import cli
+    from consumer import commands
 
     path = tmp_path / "p.toml"
     path.write_text(pipeline_text('paths = ["a"]').split("[ingest]")[0])
-    assert cli.main(["tail", "--config", str(path)]) == 2
+    assert commands.main(["tail", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("eventfleet: config error at 'ingest': section is missing") and err.count("\n") == 1
 
@@ -419,7 +419,7 @@ def test_tail_without_an_ingest_section_is_one_line(tmp_path: Path, capsys: pyte
 def test_tail_with_its_metrics_port_taken_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
-    from consumer import cli
+    from consumer import commands
 
     path = tmp_path / "p.toml"
     path.write_text(pipeline_text('paths = ["a"]'))
@@ -427,6 +427,6 @@ def test_tail_with_its_metrics_port_taken_is_one_line(tmp_path: Path, capsys: py
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert cli.main(["tail", "--config", str(path), "--metrics-port", str(port)]) == 2
+        assert commands.main(["tail", "--config", str(path), "--metrics-port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot serve /metrics on port {port}" in err and "--metrics-port" in err and err.count("\n") == 1

@@ -587,7 +587,7 @@ def test_check_reports_what_it_will_create_and_creates_nothing(pipeline: Pipelin
 
 
 def test_check_names_a_down_server_and_the_fix(tmp_path: Path, table: str) -> None:
-    from consumer.devpostgres import free_port
+    from consumer.dev.postgres import free_port
 
     port = free_port()
     p = _pipeline(tmp_path, f"postgresql://someone:s3cret@127.0.0.1:{port}/stats", table)

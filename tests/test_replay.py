@@ -17,7 +17,7 @@ from fastavro import parse_schema, schemaless_writer
 from consumer.aggregate import merge
 from consumer.config import Pipeline, load
 from consumer.errors import ConfigError
-from consumer.replay import ReplayRefused, parse_offsets, parse_timestamp, plan_partition
+from consumer.replay_plan import ReplayRefused, parse_offsets, parse_timestamp, plan_partition
 from consumer.sinks import Position, ReplayFilter
 from consumer.state import PartitionState
 from consumer.window import NO_WATERMARK
@@ -60,13 +60,13 @@ def test_offsets() -> None:
 
 
 def test_a_shadow_name_too_long_for_postgresql_is_refused(tmp_path: Path) -> None:
-    from consumer.replay import _check_shadow_name
+    from consumer.replay import check_shadow_name
 
     from .test_postgres_sink import _pipeline as postgres_pipeline
 
     p = postgres_pipeline(tmp_path, "host=db.example", "ad_stats")
     with pytest.raises(ConfigError, match=r"--into.*_checkpoints must fit in 63 bytes") as info:
-        _check_shadow_name(p, None, "s" * 52)  # type: ignore[arg-type]  # refused before the sink is asked
+        check_shadow_name(p, None, "s" * 52)  # type: ignore[arg-type]  # refused before the sink is asked
     assert "at most 51 characters" in str(info.value)
 
 

@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from consumer import cli, devregistry
+from consumer import commands
+from consumer.dev import registry as devregistry
 from consumer.window import parse_duration_ms
 
 from .conftest import ROOT, load_as_in_container
@@ -199,10 +200,10 @@ def test_the_tailer_command_health_and_stop(compose: dict[str, Any]) -> None:
     assert port != tomllib.loads(_binds(tail)[PIPELINE_IN_CONTAINER].read_text())["metrics"]["port"]
     assert parse_duration_ms(tail["stop_grace_period"]) >= 20_000, "time to commit the last transaction"
     assert tail["restart"] == "unless-stopped"
-    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "tail" not in commands.choices:
+    subcommands = next(a for a in commands.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "tail" not in subcommands.choices:
         pytest.skip("eventfleet tail is not in this build yet (branch tail)")
-    args = cli._parser().parse_args(argv[3:])
+    args = commands.parser().parse_args(argv[3:])
     assert (args.config, args.metrics_port) == (PIPELINE_IN_CONTAINER, port)
 
 

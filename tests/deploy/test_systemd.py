@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import cli
+from consumer import commands
 
 from .conftest import ROOT
 
@@ -132,9 +132,9 @@ def test_exec_start_is_an_eventfleet_tail_command_line() -> None:
     i = argv.index("tail")
     assert argv[i + 1 :][:2] == ["--config", "/etc/eventfleet/tail.toml"]
     assert "--metrics-port" in argv, "/metrics, /healthz, /readyz for the host's Prometheus"
-    parser = cli._parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "tail" not in commands.choices:
+    parser = commands.parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "tail" not in subcommands.choices:
         pytest.skip("eventfleet tail is not in this build yet (branch tail)")
     args = parser.parse_args(argv[1:])  # the unit's arguments as eventfleet's own parser reads them
     assert args.config == "/etc/eventfleet/tail.toml"

@@ -768,9 +768,9 @@ def test_the_app_writes_the_volume_the_tailer_reads_and_stops_first(tmp_path: Pa
     assert tailer["secrets"] == [{"name": "EVENTFLEET_PIPELINE", "valueFrom": "arn:aws:ssm:x"}]
     command = tailer["command"]
     assert command[command.index("tail") + 1 :] == ["--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", "9500"]
-    from consumer import cli
+    from consumer import commands
 
-    parser = cli._parser()
+    parser = commands.parser()
     if "tail" not in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices:
         pytest.skip("eventfleet tail is not in this build yet (branch tail)")
     args = parser.parse_args(command)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 from tests.integration.conftest import Pipeline, kafka, pipeline  # noqa: F401  (fixtures)
 
 CLUSTER_PORT = int(os.environ.get("EVENTFLEET_TEST_CLUSTER_PORT", "19101"))

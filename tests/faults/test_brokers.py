@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 
 from ..integration.conftest import Kafka, assert_exact, generate, ground_truth, wait_for
 from .conftest import dead_letters, positions_now, restarts, seconds_to_progress, wait_moving

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 
 from ..integration.conftest import Kafka, assert_exact, generate, ground_truth
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 
 from .conftest import ROOT, SCHEMA_PATH, Kafka, Pipeline, free_ports, generate, wait_for
 

@@ -123,6 +123,10 @@ def test_kafka_status_and_demo(kafka: Kafka, tmp_path: Path) -> None:
     for step in ("produce", "aggregate"):
         assert 1 <= sum(line.startswith(step) for line in demo.stderr.splitlines()) <= 11, demo.stderr
     assert "30,000 events:" in demo.stdout and "events/s from the first event consumed" in demo.stdout
+    # each worker's line comes from the summary it wrote when it stopped (consumer/summary.py)
+    workers = [line.split() for line in demo.stdout.splitlines() if line.startswith("  worker ")]
+    assert sorted(w[1] for w in workers) == ["0:", "1:"], demo.stdout
+    assert sum(int(w[2].replace(",", "")) for w in workers) >= 30_000  # a partition moved is read again
     # the demo's own pipeline file can be queried again, and the counts add up
     (pipeline_file,) = (tmp_path / ".eventfleet" / "demo").glob("*.toml")
     rows = json.loads(eventfleet("results", "--config", str(pipeline_file), "--format", "json").stdout)
@@ -137,10 +141,10 @@ def test_demo_from_files(kafka: Kafka, tmp_path: Path) -> None:
     import argparse
     import tomllib
 
-    from consumer import cli
+    from consumer import commands
 
-    commands = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "tail" not in commands.choices:
+    subcommands = next(a for a in commands.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "tail" not in subcommands.choices:
         pytest.skip("eventfleet tail is not in this build yet (branch tail)")
     port = kafka.bootstrap.rsplit(":", 1)[1]
     demo = eventfleet(

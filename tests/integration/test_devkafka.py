@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import devkafka
+from consumer.dev import kafka as devkafka
 
 from .conftest import free_ports
 

@@ -16,7 +16,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from consumer import devpostgres, devregistry
+from consumer.dev import postgres as devpostgres
+from consumer.dev import registry as devregistry
 
 from ..conftest import SchemaRegistry
 

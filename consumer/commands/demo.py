@@ -10,6 +10,7 @@ times, ``eventfleet tail`` follows it into the topic (the glob names only the li
 renamed ones are followed by their identity), and the workers aggregate the topic meanwhile.
 """
 
+import argparse
 import base64
 import json
 import multiprocessing
@@ -32,18 +33,38 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from . import config, devkafka
-from .cli import write_rows
-from .errors import EventfleetError, SinkError
-from .produce import events as generate_events
-from .produce import produce
-from .progress import Progress
-from .sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
+from .. import config, summary
+from ..dev import kafka as devkafka
+from ..dev import registry as devregistry
+from ..errors import EventfleetError, SinkError
+from ..produce import events as generate_events
+from ..produce import produce
+from ..progress import Progress
+from ..sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
+from .rows import write_rows
 
 DEMO_DIR = Path(".eventfleet") / "demo"
 CATCH_UP_TIMEOUT_S = 900.0
 LOG_GENERATIONS = 5  # --from-files: the log is renamed away 4 times (app.log.1 .. app.log.4) while tailed
 WRITE_LINES = 1000  # --from-files: lines per write batch; each batch is written in two cut mid-line
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="examples/ad-stats.toml", help="pipeline to demo")
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=int, default=devkafka.DEFAULT_PORT, help="local broker port")
+    p.add_argument("--dsn", help="a postgres pipeline's PostgreSQL instead of its sink.dsn (libpq connection string)")
+    p.add_argument("--registry", nargs="?", const="local", metavar="URL",
+                   help="frame values for a schema registry (default: a local one on 127.0.0.1:8081)")  # fmt: skip
+    p.add_argument("--from-files", action="store_true",
+                   help="the events as lines of a rotated log file, read by eventfleet tail")  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> int:
+    return demo(Path(args.config), args.events, args.partitions, args.workers, args.port, args.registry, args.dsn,
+                args.from_files)  # fmt: skip
 
 
 def demo(
@@ -84,10 +105,12 @@ def demo(
     if from_files:  # the workers start meanwhile: they aggregate what the tailer commits
         tail = _start_tail(pipeline_file, run_id, count)
     else:
-        summary = produce(pipeline, count, seed=42)
-        print(f"produced {count:,} events in {summary.seconds:.1f} s")
+        produced = produce(pipeline, count, seed=42)
+        print(f"produced {count:,} events in {produced.seconds:.1f} s")
 
     log_path = pipeline_file.with_name(f"{run_id}-fleet.log")
+    summaries = pipeline_file.with_name(f"{run_id}-workers")  # each worker's summary when it stops
+    summaries.mkdir()
     started = time.monotonic()
     with open(log_path, "wb") as log:  # the fleet keeps its own copy of the descriptor
         fleet = subprocess.Popen(
@@ -95,6 +118,7 @@ def demo(
              "--metrics-port", "0"],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env={**os.environ, summary.SUMMARY_DIR_ENV: str(summaries.resolve())},
         )  # fmt: skip
     try:
         if tail is not None:
@@ -128,24 +152,21 @@ def demo(
         tail.report(count)
         print(f"{who}: every result durable {elapsed:.1f} s after they started; fleet log: {log_path}")
         return 0
-    firsts = [float(t) for t in re.findall(r"first message at ([\d.]+)", log_path.read_text())]
+    stopped = summary.read(summaries)
+    firsts = [s.first_event_at for s in stopped if s.first_event_at is not None]
     busy = done_at - min(firsts) if firsts else elapsed
     print(
         f"{who}: {count / busy:,.0f} events/s from the first event consumed to every result durable "
         f"({busy:.1f} s); {elapsed:.1f} s end to end, incl. process start-up and the group join"
     )
-    stops = re.findall(r"w(\d+)\] worker stopped: (\d+) events in [\d.]+ s from first to last, (\d+) events/s",
-                       log_path.read_text())  # fmt: skip
-    for worker, events, rate in stops:
-        print(f"  worker {worker}: {int(events):,} events at {int(rate):,} events/s (first to last event)")
+    for s in stopped:
+        print(f"  worker {s.worker_id}: {s.events:,} events at {s.events_per_s:,.0f} events/s (first to last event)")
     print(f"fleet log: {log_path}")
     return 0
 
 
 def _local_registry() -> str:
     """The local schema registry's URL, started first if none answers on its default port."""
-    from . import devregistry
-
     local = devregistry.Registry(devregistry.default_home(devregistry.DEFAULT_PORT), devregistry.DEFAULT_PORT)
     if not local.answers():
         print(

@@ -1,4 +1,4 @@
-"""What the local development services (devkafka, devregistry) share about their processes."""
+"""What the local development services (dev/kafka.py, dev/registry.py) share about their processes."""
 
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""A local PostgreSQL for development, tests and the benchmark (like devkafka for the broker).
+"""A local PostgreSQL for development, tests and the benchmark (like dev/kafka.py for the broker).
 
 A throwaway cluster: ``initdb`` into a folder, then ``pg_ctl`` starts the server on 127.0.0.1
 only, trust authentication, superuser ``eventfleet``. The binaries come from the PATH or from
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EventfleetError
+from ..errors import EventfleetError
 
 DEFAULT_PORT = 5432
 SUPERUSER = "eventfleet"

@@ -1,4 +1,4 @@
-"""The local schema registry for development, tests and the demo (like devkafka for the broker).
+"""The local schema registry for development, tests and the demo (like dev/kafka.py for the broker).
 
 Apicurio Registry 3.x, the Quarkus application that Maven resolves from Maven Central as one
 tar.gz (``io.apicurio:apicurio-registry-app:<version>:tar.gz:all``), unpacked once into the cache
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .devprocess import alive
-from .errors import EventfleetError
+from ..errors import EventfleetError
+from .process import alive
 
 APICURIO_VERSION = "3.3.3"
 APICURIO_ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"

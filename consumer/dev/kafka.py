@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .devprocess import alive
-from .errors import KafkaSetupError
+from ..errors import KafkaSetupError
+from .process import alive
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
