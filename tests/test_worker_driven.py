@@ -26,7 +26,7 @@ from consumer.protocol import EXIT_FENCED
 from consumer.replay import ReplayEnd
 from consumer.sinks import open_sink
 from consumer.testing import LocalBroker, LocalSource, MockedClock
-from consumer.worker import BATCH_MAX_MESSAGES, Worker
+from consumer.worker import Worker
 
 from .integration.conftest import (
     GRACE_MS,
@@ -173,11 +173,11 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def test_a_flush_comes_with_the_interval_and_commits_after_the_sink(rig: Rig) -> None:
-    rig.produce(generate(3_000, 4, seed=1))
+    rig.produce(generate(600, 4, seed=1))
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()  # the assignment, then the whole topic in one batch
-    assert a.worker.events == 3_000
+    assert a.worker.events == 600
     rig.clock.advance(FLUSH_S * 0.99)
     a.steps()
     assert rig.positions() == {} and rig.broker.committed == {}  # not due yet: nothing written
@@ -187,13 +187,13 @@ def test_a_flush_comes_with_the_interval_and_commits_after_the_sink(rig: Rig) ->
     assert rig.broker.group_offsets(GROUP, TOPIC) == rig.broker.ends(TOPIC)  # then Kafka, the same offsets
     assert a.metric("eventfleet_flushes_total", outcome="ok") == 1
     assert a.metric("eventfleet_kafka_commits_total", outcome="ok") == 1
-    assert a.metric("eventfleet_events_consumed_total") == 3_000
+    assert a.metric("eventfleet_events_consumed_total") == 600
     assert ground_truth(rig.events).late > 0  # the stream exercises lateness
     assert a.metric("eventfleet_events_late_total", topic=TOPIC, partition="0") > 0
 
 
 def test_a_failed_kafka_commit_is_retried_at_the_next_flush_and_the_sink_holds_the_positions(rig: Rig) -> None:
-    rig.produce(generate(1_000, 4, seed=2))
+    rig.produce(generate(400, 4, seed=2))
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.source.fail_commits = True
@@ -208,8 +208,8 @@ def test_a_failed_kafka_commit_is_retried_at_the_next_flush_and_the_sink_holds_t
 
 
 def test_revoke_flushes_before_the_partitions_are_handed_over(rig: Rig) -> None:
-    events = generate(6_000, 4, seed=3)
-    rig.produce(events[:3_000])
+    events = generate(1_200, 4, seed=3)
+    rig.produce(events[:600])
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
@@ -223,34 +223,34 @@ def test_revoke_flushes_before_the_partitions_are_handed_over(rig: Rig) -> None:
     b.source.rebalance(assign=moved)
     b.steps()
     assert b.worker.events == 0  # b starts where a's flush left them: nothing read twice
-    rig.produce(events[3_000:])
+    rig.produce(events[600:])
     a.steps()
     b.steps()
-    assert a.worker.events + b.worker.events == 6_000
+    assert a.worker.events + b.worker.events == 1_200
     rig.flush_all()
     rig.assert_exact()
 
 
 def test_lost_partitions_are_never_flushed_and_the_rest_is_rewound(rig: Rig) -> None:
-    events = generate(4_000, 4, seed=4)
-    rig.produce(events[:2_000])
+    events = generate(800, 4, seed=4)
+    rig.produce(events[:400])
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
     rig.flush_all()
     flushed = rig.positions()
     assert flushed == rig.broker.ends(TOPIC)
-    rig.produce(events[2_000:])
+    rig.produce(events[400:])
     a.steps()  # unflushed partials of every partition
-    assert a.worker.state.partials and a.worker.events == 4_000
+    assert a.worker.state.partials and a.worker.events == 800
     lost = [(TOPIC, 0), (TOPIC, 1)]
     a.source.rebalance(lost=lost)  # its session expired: another member may own them already
     a.steps()
     assert rig.positions() == flushed  # nothing of the lost partitions' partials reached the sink
     assert set(a.worker.state.parts) == {(TOPIC, 2), (TOPIC, 3)}
     # partials are merged across partitions: all were dropped, and the partitions kept were read
-    # again from the sink's positions (in the same poll): their 500 unflushed events each
-    assert a.worker.events == 4_000 + 2 * 500
+    # again from the sink's positions (in the same poll): their 100 unflushed events each
+    assert a.worker.events == 800 + 2 * 100
     b = rig.member()
     b.source.rebalance(assign=lost)
     b.steps()
@@ -263,14 +263,14 @@ def test_a_sink_outage_pauses_the_partitions_then_resumes_with_nothing_lost_or_d
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("consumer.sinks.sqlite.BUSY_TIMEOUT_S", 0.001)  # a locked file fails at once
-    events = generate(6_000, 4, seed=5)
-    rig.produce(events[:2_000])
+    events = generate(1_200, 4, seed=5)
+    rig.produce(events[:400])
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
     rig.flush_all()
     before = rig.positions()
-    rig.produce(events[2_000:4_000])
+    rig.produce(events[400:800])
     a.steps()
     lock = sqlite3.connect(rig.db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every write fails with 'database is locked'; readers still read
@@ -280,7 +280,7 @@ def test_a_sink_outage_pauses_the_partitions_then_resumes_with_nothing_lost_or_d
         assert a.metric("eventfleet_paused_partitions") == 4
         assert a.metric("eventfleet_sink_failures_total") == 1
         read = a.worker.events
-        rig.produce(events[4_000:])
+        rig.produce(events[800:])
         for _ in range(5):  # events keep arriving; the paused partitions are not read
             rig.flush_all()
         assert a.worker.events == read
@@ -305,13 +305,13 @@ def test_a_revoke_during_a_sink_outage_drops_every_partial_and_the_new_owner_rea
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("consumer.sinks.sqlite.BUSY_TIMEOUT_S", 0.001)
-    events = generate(4_000, 4, seed=6)
-    rig.produce(events[:2_000])
+    events = generate(800, 4, seed=6)
+    rig.produce(events[:400])
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
     rig.flush_all()
-    rig.produce(events[2_000:])
+    rig.produce(events[400:])
     a.steps()
     b = rig.member()
     moved = [(TOPIC, 2), (TOPIC, 3)]
@@ -344,15 +344,15 @@ def test_a_backlog_is_flushed_once_read_and_fresh_events_wait_for_the_interval(r
     rig.write_pipeline(flush="10m")
     a = rig.member()
     a.source.rebalance(assign=rig.all())
-    rig.produce(generate(2_000, 4, seed=7))  # written now: not behind
+    rig.produce(generate(400, 4, seed=7))  # written now: not behind
     a.steps(3)
-    assert a.worker.events == 2_000 and rig.positions() == {}
+    assert a.worker.events == 400 and rig.positions() == {}
     hour_ago = int((rig.clock.time() - 3_600) * 1000)
-    rig.produce(generate(3_000, 4, seed=8, start_ms=1_800_000_100_000), written_ms=hour_ago)
+    rig.produce(generate(600, 4, seed=8, start_ms=1_800_000_100_000), written_ms=hour_ago)
     a.steps()  # the backlog and every partition's end in one batch: caught up, flushed without waiting
     rig.assert_exact()
     assert rig.clock.monotonic() == 0  # no time passed
-    rig.produce(generate(1_000, 4, seed=9, start_ms=1_800_000_200_000))  # fresh again
+    rig.produce(generate(200, 4, seed=9, start_ms=1_800_000_200_000))  # fresh again
     a.steps(3)
     assert rig.positions() != rig.broker.ends(TOPIC)  # waits for the 10-minute interval
     rig.clock.advance(600)
@@ -362,10 +362,10 @@ def test_a_backlog_is_flushed_once_read_and_fresh_events_wait_for_the_interval(r
 
 def test_a_backlog_read_in_several_batches_is_flushed_at_the_end_only(rig: Rig) -> None:
     rig.write_pipeline(flush="10m")
-    a = rig.member(fetch_max=100)
+    a = rig.member(fetch_max=20)
     a.source.rebalance(assign=rig.all())
     hour_ago = int((rig.clock.time() - 3_600) * 1000)
-    rig.produce(generate(4_000, 4, seed=10), written_ms=hour_ago)
+    rig.produce(generate(800, 4, seed=10), written_ms=hour_ago)
     a.steps()
     assert a.worker.behind and rig.positions() == {}  # behind, not at the end yet
     flushes = 0
@@ -381,13 +381,13 @@ def test_a_backlog_read_in_several_batches_is_flushed_at_the_end_only(rig: Rig) 
 def test_a_frozen_worker_s_flush_is_rolled_back_by_the_compare_and_set(rig: Rig) -> None:
     """The zombie: frozen past its session with unflushed partials, its partitions moved without
     it knowing; when it thaws, its flush must fail the positions' compare-and-set."""
-    events = generate(6_000, 4, seed=11)
-    rig.produce(events[:2_000])
+    events = generate(1_200, 4, seed=11)
+    rig.produce(events[:400])
     zombie = rig.member()
     zombie.source.rebalance(assign=rig.all())
     zombie.steps()
     rig.flush_all()
-    rig.produce(events[2_000:4_000])
+    rig.produce(events[400:800])
     zombie.steps()  # holds partials, then freezes (no more steps)
     owner = rig.member()
     owner.source.rebalance(assign=rig.all())
@@ -396,7 +396,7 @@ def test_a_frozen_worker_s_flush_is_rolled_back_by_the_compare_and_set(rig: Rig)
     owner.steps()  # the rightful owner flushed
     owned = rig.positions()
     assert owned == rig.broker.ends(TOPIC)
-    rig.produce(events[4_000:])
+    rig.produce(events[800:])
     zombie.steps()  # thaws: its flush is due
     assert zombie.metric("eventfleet_flushes_total", outcome="conflict") == 1
     assert zombie.worker.state.partials == {}  # discarded, and its partitions sought to the sink's positions
@@ -410,7 +410,7 @@ def test_a_frozen_worker_s_flush_is_rolled_back_by_the_compare_and_set(rig: Rig)
 
 @pytest.mark.allow_logged_errors  # the worker logs its fencing as an error
 def test_a_fenced_member_stops_without_flushing(rig: Rig) -> None:
-    rig.produce(generate(1_000, 4, seed=12))
+    rig.produce(generate(200, 4, seed=12))
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
@@ -423,7 +423,7 @@ def test_a_fenced_member_stops_without_flushing(rig: Rig) -> None:
 
 
 def test_shutdown_flushes_commits_and_leaves_then_a_restart_reads_nothing_twice(rig: Rig) -> None:
-    rig.produce(generate(3_000, 4, seed=13))
+    rig.produce(generate(600, 4, seed=13))
     a = rig.member()
     a.source.rebalance(assign=rig.all())
     a.steps()
@@ -447,27 +447,15 @@ def test_shutdown_flushes_commits_and_leaves_then_a_restart_reads_nothing_twice(
 
 
 def test_a_worker_run_to_the_end_offsets_by_the_replay_hook(rig: Rig) -> None:
-    rig.produce(generate(2_000, 4, seed=14))
+    rig.produce(generate(400, 4, seed=14))
     ends = {(TOPIC, q): e for q, e in rig.broker.ends(TOPIC).items()}
     progress: list[int] = []
     pipeline = load(rig.path)
-    source = LocalSource(rig.broker, GROUP, fetch_max=50)
+    source = LocalSource(rig.broker, GROUP, fetch_max=10)
     end = ReplayEnd(ends, progress.append)
     worker = Worker(pipeline, source, open_sink(pipeline), rig.clock, WorkerMetrics(CollectorRegistry()),
                     after_batch=end)  # fmt: skip
     source.rebalance(assign=rig.all())
     assert worker.run() == 0  # stops by itself once every partition reached its end
-    assert end.done and sum(progress) == 2_000
-    rig.assert_exact()
-
-
-def test_batches_larger_than_one_consume_are_read_in_order(rig: Rig) -> None:
-    rig.produce(generate(BATCH_MAX_MESSAGES + 500, 2, seed=15))
-    a = rig.member()
-    a.source.rebalance(assign=rig.all()[:2])
-    a.steps()
-    assert BATCH_MAX_MESSAGES - 1 <= a.worker.events < BATCH_MAX_MESSAGES + 500  # one batch (end events count)
-    a.steps()
-    assert a.worker.events == BATCH_MAX_MESSAGES + 500
-    rig.flush_all()
+    assert end.done and sum(progress) == 400
     rig.assert_exact()

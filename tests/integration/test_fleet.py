@@ -174,13 +174,14 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     p = pipeline(partitions=4, flush="500ms")
     events = generate(150_000, 4, seed=16)
     producing = kafka.produce_in_background(p.topic, events, 25.0)
-    fleet = p.start_fleet(workers=1)
+    port = _free_port()
+    fleet = p.start_fleet(workers=1, metrics_port=port)
     wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
     worker = _worker_pids(p.fleet_log())[0][-1]
     lock = sqlite3.connect(p.db, timeout=30, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every write fails with 'database is locked' from now on
     try:
-        wait_for(lambda: "partitions paused" in p.fleet_log(), 30, "the worker to pause")
+        wait_for(lambda: _paused(port) == 4, 30, "the worker to pause")
         frozen = p.positions()
         rss = [_rss_mb(worker)]
         for _ in range(15):  # events keep flowing into Kafka meanwhile
@@ -195,10 +196,14 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     back = time.monotonic()
     wait_for(lambda: p.positions() != frozen, 60, "the positions to move again")
     print(f"recovery: sink back, positions moving {time.monotonic() - back:.1f} s after the lock was released")
-    wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
+    wait_for(lambda: _paused(port) == 0, 60, "the worker to resume")
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
     assert p.stop(fleet) == 0
     assert _worker_pids(p.fleet_log())[0] == [worker]  # the same worker rode out the outage
     assert_exact(p, ground_truth(events), ends)
+
+
+def _paused(port: int) -> float:
+    return _metric(_get(port, "/metrics")[1], "eventfleet_paused_partitions")
