@@ -9,13 +9,17 @@ loses (:meth:`LocalSource.rebalance`), and when a member is fenced; the handlers
 next ``consume``, as librdkafka runs them inside its poll. Messages are confluent-kafka's own
 ``Message`` objects, end-of-partition events included, so the hot loop reads what it reads in
 production. (The idea is getsentry/arroyo's ``LocalBroker`` and ``MockedClock``.)
+:class:`LocalRegistry` is a schema registry in memory that a test can take down.
 """
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, Message
 
 from .clock import Clock
+from .registry import CONFLUENT_HEADER, CONFLUENT_MAGIC, BadFrame, Registry, RegistryUnavailable, UnknownSchema
 from .sinks import TopicPartition
 from .source import Handler, RebalanceError, Source
 
@@ -213,6 +217,62 @@ class LocalSource:
         return self.broker.committed.get((self.group, tp), 0)  # auto.offset.reset = earliest
 
 
-def _implements(source: LocalSource, clock: MockedClock) -> tuple[Source, Clock]:
-    """Never called: mypy checks here that both implement the interfaces the worker takes."""
-    return source, clock
+class LocalRegistry:
+    """A schema registry in memory, with the Confluent wire format (0x00, a 4-byte id, the body),
+    that a test can take down (``down = True``: every request fails as a registry that does not
+    answer). A :class:`~consumer.registry.Registry`."""
+
+    header_size = CONFLUENT_HEADER.size
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, dict[str, Any]] = {}
+        self.subjects: dict[str, list[int]] = {}
+        self.requests = 0
+        self.down = False
+
+    def _ask(self) -> None:
+        self.requests += 1
+        if self.down:
+            raise RegistryUnavailable("cannot reach the schema registry (it is down)")
+
+    def parse_header(self, header: bytes) -> tuple[Hashable, bool]:
+        if len(header) < CONFLUENT_HEADER.size:
+            raise BadFrame(f"{len(header)} bytes: too short for the schema registry's 5-byte header")
+        magic, schema_id = CONFLUENT_HEADER.unpack(header[: CONFLUENT_HEADER.size])
+        if magic != CONFLUENT_MAGIC:
+            raise BadFrame(f"magic byte {magic & 0xFF} where the schema registry's wire format has 0")
+        return schema_id, False
+
+    def writer_schema(self, ref: Hashable) -> dict[str, Any]:
+        self._ask()
+        if not isinstance(ref, int) or ref not in self.schemas:
+            raise UnknownSchema(f"the schema registry has no schema id {ref}")
+        return self.schemas[ref]
+
+    def latest(self, subject: str) -> tuple[Hashable, dict[str, Any]]:
+        self._ask()
+        if not self.subjects.get(subject):
+            raise UnknownSchema(f"the schema registry has no subject {subject!r}")
+        ref = self.subjects[subject][-1]
+        return ref, self.schemas[ref]
+
+    def register(self, subject: str, schema: dict[str, Any]) -> Hashable:
+        self._ask()
+        ref = next((r for r, known in self.schemas.items() if known == schema), len(self.schemas) + 1)
+        self.schemas[ref] = schema
+        versions = self.subjects.setdefault(subject, [])
+        if ref not in versions:
+            versions.append(ref)
+        return ref
+
+    def frame(self, ref: Hashable, body: bytes) -> bytes:
+        assert isinstance(ref, int)
+        return CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, ref) + body
+
+    def close(self) -> None:
+        pass
+
+
+def _implements(source: LocalSource, clock: MockedClock, registry: LocalRegistry) -> tuple[Source, Clock, Registry]:
+    """Never called: mypy checks here that each implements the interface the worker takes."""
+    return source, clock, registry

@@ -25,7 +25,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.protocol import EXIT_FENCED
 from consumer.replay import ReplayEnd
 from consumer.sinks import open_sink
-from consumer.testing import LocalBroker, LocalSource, MockedClock
+from consumer.testing import LocalBroker, LocalRegistry, LocalSource, MockedClock
 from consumer.worker import Worker
 
 from .integration.conftest import (
@@ -93,7 +93,9 @@ class Rig:
         self.path = self.tmp / "pipeline.toml"
         self.interval = FLUSH_S
 
-    def write_pipeline(self, flush: str = f"{int(FLUSH_S * 1000)}ms") -> None:
+    def write_pipeline(self, flush: str = f"{int(FLUSH_S * 1000)}ms", registry: bool = False) -> None:
+        """``registry``: values framed by a schema registry (the rig's ``registry``, in memory)."""
+        self.registry = LocalRegistry() if registry else None
         self.path.write_text(f"""
 [kafka]
 bootstrap_servers = "127.0.0.1:9"
@@ -101,6 +103,7 @@ topics = ["{TOPIC}"]
 group_id = "{GROUP}"
 [schema]
 path = "{SCHEMA_PATH}"
+{'registry = "http://127.0.0.1:9"' if registry else ""}
 [window]
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"
@@ -127,15 +130,21 @@ enabled = false
         pipeline = load(self.path)
         registry = CollectorRegistry()
         source = LocalSource(self.broker, GROUP, fetch_max=fetch_max)
-        worker = Worker(pipeline, source, open_sink(pipeline), self.clock, WorkerMetrics(registry))
+        worker = Worker(pipeline, source, open_sink(pipeline), self.clock, WorkerMetrics(registry),
+                        registry=self.registry)  # fmt: skip
         worker.start()
         m = Member(worker, source, registry)
         self.members.append(m)
         return m
 
-    def produce(self, events: list[tuple[int, Any]], written_ms: int | None = None) -> None:
+    def produce(self, events: list[tuple[int, Any]], written_ms: int | None = None, schema_id: int = 0) -> None:
+        """Each event to its partition; ``schema_id``: framed for the registry, with that id."""
         for p, r in events:
-            self.broker.produce(TOPIC, p, r if isinstance(r, bytes) else encode(r), written_ms)
+            value = r if isinstance(r, bytes) else encode(r)
+            if schema_id:
+                assert self.registry is not None
+                value = self.registry.frame(schema_id, value)
+            self.broker.produce(TOPIC, p, value, written_ms)
         self.events += events
 
     def all(self) -> list[tuple[str, int]]:
@@ -459,3 +468,34 @@ def test_a_worker_run_to_the_end_offsets_by_the_replay_hook(rig: Rig) -> None:
     assert worker.run() == 0  # stops by itself once every partition reached its end
     assert end.done and sum(progress) == 400
     rig.assert_exact()
+
+
+def test_a_registry_outage_pauses_the_partitions_and_dead_letters_nothing(rig: Rig) -> None:
+    rig.write_pipeline(registry=True)
+    assert rig.registry is not None
+    writer = json.loads(SCHEMA_PATH.read_text())
+    writer["fields"][1]["type"] = "long"
+    schema_id = rig.registry.register(f"{TOPIC}-value", writer)
+    assert isinstance(schema_id, int)
+    rig.produce(generate(800, 4, seed=16), schema_id=schema_id)
+    rig.registry.down = True  # before the worker has seen the writer schema
+    a = rig.member()
+    a.source.rebalance(assign=rig.all())
+    a.steps()
+    assert sorted(a.source.paused) == rig.all() and a.metric("eventfleet_paused_partitions") == 4
+    assert a.worker.state.rejects == [] and a.worker.state.partials == {}  # not the messages' fault
+    for _ in range(5):  # retried with backoff while it stays down; nothing read, nothing flushed
+        rig.flush_all()
+    assert a.metric("eventfleet_registry_outage_seconds") > 0
+    assert rig.positions() == {} or all(v == 0 for v in rig.positions().values())
+    rig.registry.down = False
+    for _ in range(10):
+        if not a.source.paused:
+            break
+        rig.clock.advance(1.0)
+        a.steps()
+    assert not a.source.paused and a.metric("eventfleet_registry_outage_seconds") == 0
+    a.steps()
+    rig.flush_all()
+    rig.assert_exact()
+    assert sum(p.invalid_events for p in a.worker.state.parts.values()) == 0
