@@ -48,7 +48,7 @@ BATCH_MAX_MESSAGES = 10_000
 POLL_TIMEOUT_S = 0.5
 SHUTDOWN_COMMIT_TRIES = 5
 HEARTBEAT_INTERVAL_S = 1.0
-GC_YOUNG_THRESHOLD = 100_000  # see Worker.run
+GC_YOUNG_THRESHOLD = 100_000  # see tune_gc
 SINK_RETRY_MAX_S = 30.0  # backoff ceiling between flush attempts while the sink is down
 SHUTDOWN_FLUSH_S = 20.0  # within the supervisor's default 30 s shutdown grace
 REGISTRY_RETRY_MAX_S = 5.0  # backoff ceiling between tries while the schema registry is down
@@ -61,6 +61,12 @@ passes one that draws its progress bar and stops at the end offsets it captured.
 
 
 class Worker:
+    """One member of the consumer group: the hot loop, the flushes, the rebalance handlers.
+
+    Handed its ``source`` (the group's consumer), ``sink``, ``clock`` and ``metrics``; ``run``
+    turns the loop until stopped, or a caller drives it with :meth:`start`, :meth:`step` and
+    :meth:`finish`."""
+
     def __init__(
         self,
         pipeline: Pipeline,
