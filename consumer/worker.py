@@ -712,7 +712,8 @@ def build(
 def run(
     pipeline: Pipeline, worker_id: int = 0, heartbeat_fd: int | None = None, group_instance_id: str | None = None
 ) -> int:
-    """``eventfleet worker``: one worker process until SIGTERM/SIGINT; returns its exit code."""
+    """``eventfleet worker``: one worker process until SIGTERM/SIGINT; returns its exit code.
+    (``worker_id``, the supervisor's slot, is only named in the log lines: cli.py sets that up.)"""
     if heartbeat_fd is not None:
         _die_with_parent()
     worker = build(pipeline, heartbeat_fd, group_instance_id)

@@ -213,7 +213,7 @@ def test_a_flood_of_invalid_messages_stops_the_worker(kafka: Kafka, pipeline) ->
     worker = p.start_worker()
     assert worker.wait(60) == 2
     assert "dlq.max_consecutive = 50" in p.logs()  # the one line that names the setting to change
-    assert p.positions() == {}  # the worker stopped before any flush
+    assert sum(v[2] for v in p.positions().values()) < 200  # it stopped before passing the flood
 
 
 def _scrape(port: int, name: str, labels: str = "") -> float:
