@@ -100,10 +100,9 @@ def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
     fleet = p.start_fleet(workers=2, metrics_port=port)
     wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
     assert _get(port, "/healthz")[0] == 200
-    first = _get(port, "/metrics")[1]
-    time.sleep(2.0)
-    second = _get(port, "/metrics")[1]
-    assert _metric(second, "eventfleet_events_consumed_total") > _metric(first, "eventfleet_events_consumed_total")
+    first = _metric(_get(port, "/metrics")[1], "eventfleet_events_consumed_total")
+    wait_for(lambda: _metric(_get(port, "/metrics")[1], "eventfleet_events_consumed_total") > first, 30,
+             "the consumed counter to move")  # fmt: skip
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
