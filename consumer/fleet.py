@@ -46,16 +46,13 @@ from types import FrameType
 from .backoff import backoff_s
 from .config import INSTANCE_ID, Pipeline
 from .errors import EventfleetError
+from .protocol import EXIT_FENCED, EXIT_RECYCLE, received
 
 log = logging.getLogger(__name__)
 
-EXIT_RECYCLE = 75  # a worker that left on purpose (memory guard): replace it at once
 STABLE_RUN_S = 60.0  # a worker that ran this long before it failed is restarted at once again
-EXIT_FENCED = 76  # the broker fenced a worker: another member joined with its group.instance.id
 TWIN_FENCES = 3  # a slot fenced this often within TWIN_WINDOW_S has a twin elsewhere: stop the instance
 TWIN_WINDOW_S = 60.0
-HEARTBEAT = b"h"  # written by a worker's poll loop
-JOINED = b"j"  # written by a worker once the group gave it an assignment (even an empty one)
 
 
 def available_cpus() -> int:
@@ -177,9 +174,10 @@ class Supervisor:
                 data = os.read(slot.heartbeat_fd, 4096)
             except BlockingIOError:
                 continue
-            if data:
+            alive, joined = received(data)
+            if alive:
                 slot.last_beat = time.monotonic()
-                slot.joined = slot.joined or JOINED in data
+                slot.joined = slot.joined or joined
         now = time.monotonic()
         for slot in self.slots:
             if slot.proc is None:

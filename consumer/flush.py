@@ -8,13 +8,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException
-from confluent_kafka import TopicPartition as KafkaPartition
+from confluent_kafka import KafkaException
 
-from . import faults, metrics
+from . import faults
 from .dlq import DeadLetters
 from .errors import PositionConflict, SinkError
+from .metrics import WorkerMetrics
 from .sinks import Sink, positions_in_kafka
+from .source import Source
 from .state import WorkerState
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,12 @@ class FlushResult:
 
 
 def flush(
-    consumer: Consumer, sink: Sink, group: str, state: WorkerState, dead_letters: DeadLetters | None = None
+    source: Source,
+    sink: Sink,
+    group: str,
+    state: WorkerState,
+    metrics: WorkerMetrics,
+    dead_letters: DeadLetters | None = None,
 ) -> FlushResult:
     """Make everything read since the last flush durable, exactly once.
 
@@ -48,7 +54,7 @@ def flush(
     kafka_commit = not positions_in_kafka(sink)  # else the sink's transaction committed the offsets
     if not positions and not state.partials:
         if kafka_commit:
-            commit_to_kafka(consumer, state)  # offsets a failed Kafka commit left behind, if any
+            commit_to_kafka(source, state, metrics)  # offsets a failed Kafka commit left behind, if any
         return FlushResult()
     started = time.perf_counter()
     # 2. dead letters acknowledged, then one transaction: partials merged + positions compare-and-set
@@ -59,23 +65,23 @@ def flush(
         faults.reach("before_sink_write")
         sink.write(group, state.partials, positions, state.rejects)
     except PositionConflict as conflict:
-        metrics.FLUSHES.labels("conflict").inc()
+        metrics.flushes.labels("conflict").inc()
         log.warning("flush rolled back: %s; discarding partials and rewinding", conflict)
         return FlushResult(conflict=conflict)
     except SinkError:
-        metrics.SINK_FAILURES.inc()  # nothing was written; the caller retries with backoff
+        metrics.sink_failures.inc()  # nothing was written; the caller retries with backoff
         raise
     state.written(positions)  # from here a crash re-reads nothing that was merged
-    metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+    metrics.flush_seconds.observe(time.perf_counter() - started)
     faults.reach("after_sink_commit")
     # 3. Kafka commit of the offsets the sink now holds (and any an earlier failure left behind)
     if kafka_commit:
-        commit_to_kafka(consumer, state)
+        commit_to_kafka(source, state, metrics)
     # 4. forget what is now durable
     rows = len(state.partials)
     state.clear()
-    metrics.FLUSHES.labels("ok").inc()
-    metrics.ROWS_WRITTEN.inc(rows)
+    metrics.flushes.labels("ok").inc()
+    metrics.rows_written.inc(rows)
     log.info(
         "flushed %d rows, positions %s",
         rows,
@@ -84,25 +90,24 @@ def flush(
     return FlushResult(rows=rows, partitions=len(positions))
 
 
-def commit_to_kafka(consumer: Consumer, state: WorkerState) -> bool:
+def commit_to_kafka(source: Source, state: WorkerState, metrics: WorkerMetrics) -> bool:
     """Commit each partition's sink position to Kafka, for lag tools; True when all went through.
     Never raises: a failure is retried at the next flush, and the sink's positions stay the
     source of truth."""
     parts = [p for p in state.parts.values() if p.uncommitted]
     if not parts:
         return True
-    offsets = [KafkaPartition(p.topic, p.partition, p.stored_offset or 0) for p in parts]
+    offsets = {(p.topic, p.partition): p.stored_offset or 0 for p in parts}
     try:
-        results = consumer.commit(offsets=offsets, asynchronous=False) or []
+        failed = source.commit(offsets)
     except KafkaException as e:
-        metrics.COMMITS.labels("failed").inc()
+        metrics.commits.labels("failed").inc()
         log.warning("Kafka offset commit failed, retried at the next flush (the sink holds the positions): %s", e)
         return False
-    failed = {(r.topic, r.partition) for r in results if r.error is not None}
     for p in parts:
         if (p.topic, p.partition) not in failed:
             p.committed_offset = p.stored_offset
-    metrics.COMMITS.labels("failed" if failed else "ok").inc()
+    metrics.commits.labels("failed" if failed else "ok").inc()
     if failed:
         log.warning("Kafka offset commit failed for %s, retried at the next flush", sorted(failed))
     return not failed

@@ -41,7 +41,7 @@ from .registry import RegistryUnavailable, connect
 from .replay_plan import Mode, Plan, ReplayRefused, make_plan
 from .sinks import Position, ReplayableSink, TopicPartition, open_sink, replayable
 from .window import NO_WATERMARK, iso, window_start
-from .worker import Worker
+from .worker import Worker, build
 
 log = logging.getLogger(__name__)
 
@@ -106,60 +106,53 @@ def resolve_floor(
 # -- running it --------------------------------------------------------------------------------
 
 
-class ReplayWorker(Worker):
-    """The ordinary worker (same loop, same flush protocol) that stops once every partition has
-    reached the end offsets captured when the replay started, with a progress callback."""
+class ReplayEnd:
+    """The replay's ``after_batch`` hook (worker.AfterBatch): the progress callback, and the stop
+    once every partition has reached the end offsets captured when the replay started. The
+    worker is the ordinary one: same loop, same flush protocol."""
 
-    def __init__(self, pipeline: Pipeline, ends: dict[TopicPartition, int], progress: Callable[[int], object]) -> None:
-        # A partition written by transactional producers can end with a commit marker, which no
-        # consumer receives: its next offset stays one short of the end. The end-of-partition
-        # event says the consumer has read all there is (up to the last stable offset).
-        eof = {**pipeline.kafka.config, "enable.partition.eof": True}
-        super().__init__(dataclasses.replace(pipeline, kafka=dataclasses.replace(pipeline.kafka, config=eof)))
-        self.ends = {tp: end for tp, end in ends.items()}
-        self.read_to: dict[TopicPartition, int] = {}  # partition -> offset of its last end-of-partition event
+    def __init__(self, ends: dict[TopicPartition, int], progress: Callable[[int], object]) -> None:
+        self.ends = dict(ends)
         self.progress = progress
         self.done = False
         self._next_check = 0.0
 
-    def at_end(self, tp: TopicPartition, offset: int) -> None:
-        super().at_end(tp, offset)
-        self.read_to[tp] = offset
-
-    def _rewind(self, keys: list[TopicPartition]) -> None:
-        for tp in keys:  # read again from the sink's position: an earlier end event no longer counts
-            self.read_to.pop(tp, None)
-        super()._rewind(keys)
-
-    def after_batch(self, messages: int) -> None:
+    def __call__(self, worker: Worker, messages: int) -> bool:
         if messages:
             self.progress(messages)
-        parts = self.state.parts
+        parts = worker.state.parts
         for tp, end in self.ends.items():
             part = parts.get(tp)
-            if part is not None and (part.next_offset or 0) < end and self.read_to.get(tp, -1) < end:
-                return
-        now = time.monotonic()
+            # A partition written by transactional producers can end with a commit marker, which no
+            # consumer receives: its next offset stays one short of the end. The end-of-partition
+            # event says the consumer has read all there is (up to the last stable offset).
+            if part is not None and (part.next_offset or 0) < end and worker.end_offsets.get(tp, -1) < end:
+                return False
+        now = worker.clock.monotonic()
         if now < self._next_check:
-            return
+            return False
         self._next_check = now + DONE_CHECK_S
         # Partitions another member took over (a worker started meanwhile continues the replay
         # exactly from the stored filters): wait for their stored positions.
         others = [tp for tp in self.ends if tp not in parts]
-        stored = self.sink.read_positions(self.group, others) if others else {}
-        if all(tp in stored and stored[tp].next_offset >= self.ends[tp] for tp in others):
-            self.done = self.stopping = True
+        stored = worker.sink.read_positions(worker.group, others) if others else {}
+        self.done = all(tp in stored and stored[tp].next_offset >= self.ends[tp] for tp in others)
+        return self.done
 
 
 def run_worker(pipeline: Pipeline, plan: Plan, progress: Callable[[int], object]) -> tuple[int, bool, float, float]:
     """Run the replay to the captured end offsets, ``progress(n)`` after each batch of n events;
     (events, done, seconds in all, seconds from the first event to the last)."""
     ends = {p.tp: p.end for p in plan.partitions}
+    # the end-of-partition events tell the transactional topics' ends (ReplayEnd)
+    eof = {**pipeline.kafka.config, "enable.partition.eof": True}
+    pipeline = dataclasses.replace(pipeline, kafka=dataclasses.replace(pipeline.kafka, config=eof))
     started = time.perf_counter()
-    worker = ReplayWorker(pipeline, ends, progress)
+    end = ReplayEnd(ends, progress)
+    worker = build(pipeline, after_batch=end)
     worker.run()
     active = worker.last_event_at - (worker.first_event_at or worker.last_event_at)
-    return worker.events, worker.done, time.perf_counter() - started, active
+    return worker.events, end.done, time.perf_counter() - started, active
 
 
 # -- the shadow table (--into, --swap) --------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The Kafka side: the consumer's settings, batches and rebalance callbacks.
+"""The Kafka side: what the worker needs of a consumer (:class:`Source`), and the real one
+(:class:`KafkaSource`): its settings, batches and rebalance callbacks.
 
-Rebalance callbacks run inside librdkafka's poll. Errors raised there are logged with their
-traceback and re-raised from the next :meth:`Source.consume`, never swallowed.
+Rebalance callbacks run inside the consumer's poll. Errors raised there are logged with their
+traceback and re-raised from the next :meth:`Source.consume`, never swallowed. The in-memory
+source of the deterministic tests (consumer/testing.py) implements the same interface.
 """
 
 import logging
@@ -10,18 +12,19 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
-from . import kafkalog, metrics
+from . import kafkalog
 from .config import Pipeline
 from .errors import EventfleetError
+from .sinks import TopicPartition
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[list[KafkaPartition]], None]
+Handler = Callable[[list[TopicPartition]], None]
 
 
 METADATA_TIMEOUT_S = 15.0
@@ -143,23 +146,59 @@ def _explain(failure: kafkalog.Failure, pipeline: Pipeline) -> str:
     )
 
 
-class Source:
-    """A subscribed consumer whose rebalances call the worker's handlers."""
+class Source(Protocol):
+    """What the worker needs of its consumer: a subscription whose rebalances call the worker's
+    handlers (inside :meth:`consume`), batches of messages (confluent-kafka ``Message`` objects,
+    error events such as end-of-partition included), and the positions it moves by hand."""
+
+    def subscribe(self, on_assign: Handler, on_revoke: Handler, on_lost: Handler) -> None:
+        """Join the group; the handlers run inside later :meth:`consume` calls."""
+        ...
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """One batch (possibly empty); raises RebalanceError when a handler failed."""
+        ...
+
+    def assign(self, offsets: dict[TopicPartition, int | None]) -> None:
+        """Add these partitions to the assignment (from a handler of ``on_assign``), each read from
+        the given offset (None: the group's committed offset, else the earliest)."""
+        ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int | None) -> None:
+        """Read ``partition`` from ``offset`` next (None: the committed offset, else the earliest)."""
+        ...
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> set[TopicPartition]:
+        """Commit the group's offsets, synchronously; returns the partitions whose commit failed.
+        Raises KafkaException when the commit failed as a whole."""
+        ...
+
+    def close(self, leave: bool = True) -> None:
+        """Leave the group (revoking first) unless ``leave`` is False, and release the client."""
+        ...
+
+
+class KafkaSource:
+    """A :class:`Source` on a real Kafka consumer. Created before the worker (the topics are
+    checked at once); :meth:`subscribe` joins the group."""
 
     def __init__(
         self,
         pipeline: Pipeline,
-        on_assign: Handler,
-        on_revoke: Handler,
-        on_lost: Handler,
-        on_stats: Callable[[str], None] | None = None,
         group_instance_id: str | None = None,
     ) -> None:
+        self.topics = list(pipeline.kafka.topics)
         settings = consumer_settings(pipeline)
         if group_instance_id is not None:  # static membership (fleet.py): a restart keeps the partitions
             settings["group.instance.id"] = group_instance_id
-        if on_stats is not None:
-            settings["stats_cb"] = kafkalog.client_hooks(on_stats)["stats_cb"]  # the lag, and brokers back
+        self.on_stats: Callable[[str], None] | None = None  # the lag per partition (librdkafka statistics)
+        settings["stats_cb"] = kafkalog.client_hooks(self._stats)["stats_cb"]  # the lag, and brokers back
         self.consumer = Consumer(settings)
         self._error: BaseException | None = None
         try:
@@ -167,8 +206,14 @@ class Source:
         except BaseException:
             self.consumer.close()
             raise
+
+    def _stats(self, stats_json: str) -> None:
+        if self.on_stats is not None:
+            self.on_stats(stats_json)
+
+    def subscribe(self, on_assign: Handler, on_revoke: Handler, on_lost: Handler) -> None:
         self.consumer.subscribe(
-            list(pipeline.kafka.topics),
+            self.topics,
             on_assign=self._wrap("assign", on_assign),
             on_revoke=self._wrap("revoke", on_revoke),
             on_lost=self._wrap("lost", on_lost),
@@ -176,10 +221,9 @@ class Source:
 
     def _wrap(self, kind: str, handler: Handler) -> Callable[[Consumer, list[KafkaPartition]], None]:
         def callback(_consumer: Consumer, partitions: list[KafkaPartition]) -> None:
-            metrics.REBALANCES.labels(kind).inc()
             log.info("partitions %s: %s", kind, " ".join(f"{p.topic}[{p.partition}]" for p in partitions))
             try:
-                handler(partitions)
+                handler([(p.topic, p.partition) for p in partitions])
             except BaseException as e:
                 log.exception("rebalance callback on_%s failed", kind)
                 if self._error is None:
@@ -188,11 +232,39 @@ class Source:
         return callback
 
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """One batch of messages (possibly empty); raises what a rebalance callback raised."""
         messages: list[Message] = self.consumer.consume(max_messages, timeout_s)
         if self._error is not None:
             raise RebalanceError(f"rebalance callback failed: {self._error}") from self._error
         return messages
+
+    def assign(self, offsets: dict[TopicPartition, int | None]) -> None:
+        partitions = []
+        for (topic, partition), offset in offsets.items():
+            p = KafkaPartition(topic, partition)
+            if offset is not None:  # else librdkafka starts from the committed offset, else earliest
+                p.offset = offset
+            partitions.append(p)
+        self.consumer.incremental_assign(partitions)
+
+    def assignment(self) -> list[TopicPartition]:
+        return [(p.topic, p.partition) for p in self.consumer.assignment()]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.consumer.pause([KafkaPartition(*tp) for tp in partitions])
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.consumer.resume([KafkaPartition(*tp) for tp in partitions])
+
+    def seek(self, partition: TopicPartition, offset: int | None) -> None:
+        if offset is None:
+            committed = self.consumer.committed([KafkaPartition(*partition)], timeout=10)[0]
+            offset = committed.offset if committed.offset >= 0 else OFFSET_BEGINNING
+        self.consumer.seek(KafkaPartition(partition[0], partition[1], offset))
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> set[TopicPartition]:
+        tps = [KafkaPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        results = self.consumer.commit(offsets=tps, asynchronous=False) or []
+        return {(r.topic, r.partition) for r in results if r.error is not None}
 
     def close(self, leave: bool = True) -> None:
         """Leave the group (the revoke callback runs first) and release the client.

@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from consumer.protocol import EXIT_RECYCLE
+
 from .conftest import Kafka, assert_exact, generate, ground_truth, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,15 +58,13 @@ def test_killed_worker_is_restarted_and_results_are_exact(kafka: Kafka, pipeline
     victim = _worker_pids(p.fleet_log())[0][-1]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "worker 0 to be restarted")
-    assert "worker 0 exited with -9; restart 1" in p.fleet_log()
     restarts = _metric(_get(port, "/metrics")[1], "eventfleet_worker_restarts_total", 'reason="crash"')
     assert restarts == 1
     assert producing.is_alive()
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
-    assert p.stop(fleet) == 0
-    assert "supervisor stopped cleanly" in p.fleet_log()
+    assert p.stop(fleet) == 0  # every worker stopped cleanly
     assert_exact(p, ground_truth(events), ends)
 
 
@@ -73,16 +73,23 @@ def test_hung_worker_is_replaced_by_the_watchdog(kafka: Kafka, pipeline, tmp_pat
     events = generate(60_000, 4, seed=12)
     producing = kafka.produce_in_background(p.topic, events, 8.0)
     fault = {"EVENTFLEET_FAULT": "before_sink_write@3:sleep=600", "EVENTFLEET_FAULT_ONCE": str(tmp_path / "fired")}
-    fleet = p.start_fleet(workers=1, env=fault)
-    wait_for(lambda: "silent for" in p.fleet_log(), 60, "the watchdog")
+    port = _free_port()
+    fleet = p.start_fleet(workers=1, metrics_port=port, env=fault)
+    wait_for(lambda: _watchdog_kills(port) == 1, 60, "the watchdog")  # the stalled worker, killed
     wait_for(lambda: len(_worker_pids(p.fleet_log()).get(0, [])) == 2, 60, "the replacement worker")
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
+    assert _watchdog_kills(port) == 1  # the fault fired once: the replacement ran on
     assert p.stop(fleet) == 0
-    log = p.fleet_log()
-    assert "EVENTFLEET_FAULT: stalling" in log and "killing it" in log
     assert_exact(p, ground_truth(events), ends)
+
+
+def _watchdog_kills(port: int) -> float:
+    try:
+        return _metric(_get(port, "/metrics")[1], "eventfleet_watchdog_kills_total")
+    except OSError:  # the supervisor is still starting
+        return 0.0
 
 
 def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
@@ -93,10 +100,9 @@ def test_metrics_health_and_lag_back_to_zero(kafka: Kafka, pipeline) -> None:
     fleet = p.start_fleet(workers=2, metrics_port=port)
     wait_for(lambda: _get_or_none(port, "/readyz") == 200, 60, "/readyz")
     assert _get(port, "/healthz")[0] == 200
-    first = _get(port, "/metrics")[1]
-    time.sleep(2.0)
-    second = _get(port, "/metrics")[1]
-    assert _metric(second, "eventfleet_events_consumed_total") > _metric(first, "eventfleet_events_consumed_total")
+    first = _metric(_get(port, "/metrics")[1], "eventfleet_events_consumed_total")
+    wait_for(lambda: _metric(_get(port, "/metrics")[1], "eventfleet_events_consumed_total") > first, 30,
+             "the consumed counter to move")  # fmt: skip
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
@@ -133,8 +139,7 @@ def test_sigterm_under_load_exits_0_and_resumes_exactly(kafka: Kafka, pipeline) 
     fleet = p.start_fleet(workers=2)
     wait_for(lambda: len(p.positions()) == 8, 60, "the fleet to flush every partition")
     time.sleep(1.0)  # mid flush interval: unflushed partials in memory
-    assert p.stop(fleet) == 0  # every worker flushed, committed and left
-    assert "supervisor stopped cleanly" in p.fleet_log()
+    assert p.stop(fleet) == 0  # every worker flushed, committed and left (the supervisor's 0: all clean)
     assert producing.is_alive()
     fleet = p.start_fleet(workers=2)
     producing.join()
@@ -149,8 +154,7 @@ def test_memory_guard_recycles_a_worker_without_loss(kafka: Kafka, pipeline) -> 
     events = generate(40_000, 4, seed=15)
     kafka.produce(p.topic, events)
     worker = p.start_worker()
-    assert worker.wait(60) == 75  # EXIT_RECYCLE: it flushed, committed and left on purpose
-    assert "past fleet.max_rss" in p.logs()
+    assert worker.wait(60) == EXIT_RECYCLE  # it flushed, committed and left on purpose
     ends = kafka.ends(p.topic)
     unlimited = p.path.read_text().replace('max_rss = "1MiB"', 'max_rss = "0"')
     p.path.write_text(unlimited)
@@ -174,13 +178,14 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     p = pipeline(partitions=4, flush="500ms")
     events = generate(150_000, 4, seed=16)
     producing = kafka.produce_in_background(p.topic, events, 25.0)
-    fleet = p.start_fleet(workers=1)
+    port = _free_port()
+    fleet = p.start_fleet(workers=1, metrics_port=port)
     wait_for(lambda: len(p.positions()) == 4, 60, "the fleet to flush every partition")
     worker = _worker_pids(p.fleet_log())[0][-1]
     lock = sqlite3.connect(p.db, timeout=30, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every write fails with 'database is locked' from now on
     try:
-        wait_for(lambda: "partitions paused" in p.fleet_log(), 30, "the worker to pause")
+        wait_for(lambda: _paused(port) == 4, 30, "the worker to pause")
         frozen = p.positions()
         rss = [_rss_mb(worker)]
         for _ in range(15):  # events keep flowing into Kafka meanwhile
@@ -195,10 +200,14 @@ def test_sink_outage_pauses_partitions_and_recovers_exactly(kafka: Kafka, pipeli
     back = time.monotonic()
     wait_for(lambda: p.positions() != frozen, 60, "the positions to move again")
     print(f"recovery: sink back, positions moving {time.monotonic() - back:.1f} s after the lock was released")
-    wait_for(lambda: "partitions resumed" in p.fleet_log(), 60, "the worker to resume")
+    wait_for(lambda: _paused(port) == 0, 60, "the worker to resume")
     producing.join()
     ends = kafka.ends(p.topic)
     p.wait_caught_up(ends)
     assert p.stop(fleet) == 0
     assert _worker_pids(p.fleet_log())[0] == [worker]  # the same worker rode out the outage
     assert_exact(p, ground_truth(events), ends)
+
+
+def _paused(port: int) -> float:
+    return _metric(_get(port, "/metrics")[1], "eventfleet_paused_partitions")

@@ -1,7 +1,10 @@
-"""Rebalances at awkward moments, against the real broker and real sinks."""
+"""Rebalances at awkward moments, against the real broker and a real PostgreSQL.
 
-import sqlite3
-from collections.abc import Callable
+The same case with SQLite, where the positions can still be read during the outage, is driven
+deterministically in tests/test_worker_driven.py
+(``test_a_revoke_during_a_sink_outage_drops_every_partial_and_the_new_owner_reads_them_again``).
+"""
+
 from pathlib import Path
 
 import pytest
@@ -16,35 +19,17 @@ def _log(p: Pipeline, i: int) -> str:
     return (p.workdir / f"worker-{i}.log").read_text(errors="replace")
 
 
-def _sink_down(p: Pipeline, request: pytest.FixtureRequest) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(stop, start) for the pipeline's sink: SQLite held under a write lock by the test (every
-    write fails with 'database is locked'; WAL readers still read), PostgreSQL stopped."""
-    if p.sink == "postgres":
-        postgres: Postgres = request.getfixturevalue("postgres")
-        server = postgres.restartable()
-        return (lambda: server.stop("fast")), server.start
-    lock = sqlite3.connect(p.db, timeout=30, isolation_level=None)
-
-    def stop() -> None:
-        lock.execute("BEGIN EXCLUSIVE")
-
-    def start() -> None:
-        lock.execute("COMMIT")
-        lock.close()
-
-    return stop, start
-
-
-@pytest.mark.parametrize("sink", ["sqlite", "postgres"])
 def test_rebalance_during_a_sink_outage_hands_partitions_over_exactly(
-    kafka: Kafka, pipeline, tmp_path: Path, request: pytest.FixtureRequest, sink: str
+    kafka: Kafka, pipeline, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """A second worker joins while the sink is down: the first cannot flush before handing half
-    of its partitions over, so it drops its partials and rewinds the partitions it keeps (lazily,
-    once the sink answers, when the sink cannot even be read), and stays in the group; the new
-    worker takes its partitions paused. Once the sink is back both resume, and the results are
-    exact: nothing lost, nothing merged twice."""
-    p = pipeline(partitions=8, flush="500ms", sink=sink)
+    """A second worker joins while PostgreSQL is stopped: the first cannot flush before handing
+    half of its partitions over, so it drops its partials and stays in the group; not even the
+    positions can be read, so the partitions it keeps are rewound lazily, once the sink answers,
+    and the new worker takes its partitions paused. Once the sink is back both resume, and the
+    results are exact: nothing lost, nothing merged twice."""
+    p = pipeline(partitions=8, flush="500ms", sink="postgres")
+    postgres: Postgres = request.getfixturevalue("postgres")
+    server = postgres.restartable()
     events = generate(150_000, 8, seed=31)
     producing = kafka.produce_in_background(p.topic, events, 25.0)
     first = p.start_worker()
@@ -52,24 +37,18 @@ def test_rebalance_during_a_sink_outage_hands_partitions_over_exactly(
     gate = tmp_path / "join"
     second = p.start_worker(fault=f"before_join@1:wait={gate}")  # opens its sink now, joins at the gate
     wait_for(lambda: "EVENTFLEET_FAULT: waiting at before_join" in _log(p, 1), 60, "the second worker's sink")
-    stop, start = _sink_down(p, request)
-    stop()
+    server.stop("fast")
     try:
         wait_for(lambda: "partitions paused" in _log(p, 0), 60, "the first worker to see the outage")
-        frozen = p.positions() if sink == "sqlite" else None
         gate.touch()  # the second worker joins: half of the partitions move during the outage
         wait_for(lambda: "cannot flush before handing over 4 partitions" in _log(p, 0), 90, "the revoke")
         wait_for(lambda: "partitions assign: " in _log(p, 1), 60, "the second worker's assignment")
-        if sink == "postgres":  # not even the positions can be read: placed once the sink answers
-            assert "cannot read the sink's positions to rewind 4 partitions" in _log(p, 0)
-            wait_for(lambda: "cannot read the positions of the new partitions" in _log(p, 1), 30, "the paused take")
-        else:
-            wait_for(lambda: "partitions paused" in _log(p, 1), 60, "the second worker to see the outage")
-            assert p.positions() == frozen  # nothing written during the outage
+        assert "cannot read the sink's positions to rewind 4 partitions" in _log(p, 0)
+        wait_for(lambda: "cannot read the positions of the new partitions" in _log(p, 1), 30, "the paused take")
         assert first.poll() is None and second.poll() is None, p.logs()[-3000:]
         assert producing.is_alive()  # events keep coming during the outage
     finally:
-        start()
+        server.start()
     wait_for(lambda: all("partitions resumed" in _log(p, i) for i in (0, 1)), 90, "both workers to resume")
     producing.join()
     ends = kafka.ends(p.topic)
