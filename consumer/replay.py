@@ -35,7 +35,8 @@ from .decode import make_event_decoder
 from .errors import ConfigError, EventfleetError
 from .groups import Kafka, Member
 from .registry import RegistryUnavailable, connect
-from .sinks import Position, ReplayableSink, ReplayFilter, ReplayReset, TopicPartition, open_sink, replayable
+from .sinks import ReplayableSink, open_sink, replayable
+from .types import Position, ReplayFilter, ReplayReset, TopicPartition
 from .window import NO_WATERMARK, window_start
 from .worker import Worker
 

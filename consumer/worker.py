@@ -32,9 +32,10 @@ from .errors import EventfleetError, SinkError
 from .fleet import EXIT_FENCED, EXIT_RECYCLE, HEARTBEAT, JOINED
 from .flush import commit_to_kafka, flush
 from .registry import RegistryUnavailable, connect
-from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
+from .sinks import Sink, open_sink, partials_by_partition, positions_in_kafka, use_consumer
 from .source import Source
 from .state import PartitionState, WorkerState
+from .types import Reject, TopicPartition
 
 log = logging.getLogger(__name__)
 

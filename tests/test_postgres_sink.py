@@ -15,9 +15,10 @@ import tomli_w
 
 from consumer.config import Pipeline, load
 from consumer.errors import PositionConflict, SinkError
-from consumer.sinks import Position, PositionWrite, Reject, check_sink, open_sink
+from consumer.sinks import check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
 from consumer.sinks.sqlite import TABLE_SUFFIXES
+from consumer.types import Position, PositionWrite, Reject
 
 from .conftest import Postgres
 
@@ -578,12 +579,12 @@ def test_a_server_restart_fails_writes_until_it_is_back(postgres: Postgres, pipe
 
 
 def test_check_reports_what_it_will_create_and_creates_nothing(pipeline: Pipeline) -> None:
-    report = check(pipeline)
+    (report,) = check(pipeline)
     assert "will be created" in report and "PostgreSQL" in report
     t = pipeline.sink.table
     assert _query(pipeline, f"SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '{t}%'") == [(0,)]
     PostgresSink(pipeline).close()
-    assert "match and can be written" in check(pipeline)
+    assert "match and can be written" in check(pipeline)[0]
 
 
 def test_check_names_a_down_server_and_the_fix(tmp_path: Path, table: str) -> None:
@@ -625,7 +626,7 @@ def test_check_names_missing_privileges(postgres: Postgres, pipeline: Pipeline) 
                 check(other)  # flushes thin checkpoints and drop replay filters
             assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON {t}_checkpoints TO {role}" in str(info.value)
             admin.execute(f'GRANT DELETE ON "{t}_checkpoints", "{t}_replay" TO {role}')
-            assert "match and can be written" in check(other)
+            assert "match and can be written" in check(other)[0]
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")

@@ -18,8 +18,8 @@ from consumer.aggregate import merge
 from consumer.config import Pipeline, load
 from consumer.errors import ConfigError
 from consumer.replay import ReplayRefused, parse_offsets, parse_timestamp, plan_partition
-from consumer.sinks import Position, ReplayFilter
 from consumer.state import PartitionState
+from consumer.types import Position, ReplayFilter
 from consumer.window import NO_WATERMARK
 from consumer.worker import Worker
 

@@ -13,16 +13,9 @@ import pytest
 
 from consumer.config import Pipeline
 from consumer.replay import shadow_pipeline
-from consumer.sinks import (
-    Position,
-    PositionWrite,
-    ReplayableSink,
-    ReplayFilter,
-    ReplayReset,
-    open_sink,
-    replayable,
-)
+from consumer.sinks import ReplayableSink, Sink, open_sink, replayable
 from consumer.sinks.sqlite import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES
+from consumer.types import Position, PositionWrite, ReplayFilter, ReplayReset
 from consumer.window import NO_WATERMARK
 
 from . import test_postgres_sink, test_sqlite_sink
@@ -118,7 +111,7 @@ def test_the_sink_is_replayable(sink: ReplayableSink, kind: str) -> None:
 
 
 def test_a_sink_without_replay_is_refused_clearly() -> None:
-    class WriteOnly:  # a sink implementing only the Sink protocol
+    class WriteOnly(Sink):  # a sink without the replay ability
         def read_positions(self, group: str, partitions: list[Any]) -> dict[Any, Position]:
             return {}
 
@@ -130,9 +123,9 @@ def test_a_sink_without_replay_is_refused_clearly() -> None:
         def close(self) -> None: ...
 
     with pytest.raises(Exception, match=r"sink.type.*the kafka sink cannot replay.*Fix: recompute into a new output"):
-        replayable(WriteOnly(), "kafka")  # type: ignore[arg-type]
+        replayable(WriteOnly(), "kafka")
     with pytest.raises(Exception, match=r"sink.type.*the custom sink does not support replay"):
-        replayable(WriteOnly(), "custom")  # type: ignore[arg-type]
+        replayable(WriteOnly(), "custom")
 
 
 def test_checkpoints_keep_the_last_position_per_window_of_the_watermark(
@@ -429,7 +422,7 @@ def test_tables_from_before_replay_get_the_new_tables(pg_pipeline: Pipeline) -> 
         db.execute(f'DROP TABLE "{t}_replay"')
     from consumer.sinks.postgres import check
 
-    assert f"{t}_checkpoints, {t}_replay will be created" in check(pipeline)
+    assert f"{t}_checkpoints, {t}_replay will be created" in check(pipeline)[0]
     again = replayable(open_sink(pipeline), "postgres")
     try:
         assert again.read_positions("g", [(T, 0)]) == {(T, 0): _pos(0, 7, 3)}

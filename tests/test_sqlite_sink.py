@@ -12,8 +12,8 @@ import tomli_w
 
 from consumer.config import Pipeline, load
 from consumer.errors import PositionConflict, SinkError
-from consumer.sinks import Position, PositionWrite, Reject
 from consumer.sinks.sqlite import SqliteSink
+from consumer.types import Position, PositionWrite, Reject
 
 SCHEMA = Path(__file__).parents[1] / "schemas" / "ad_event.avsc"
 SIZE = 60_000

@@ -55,7 +55,8 @@ from ..config import Pipeline
 from ..decode import make_decoder, make_encoder
 from ..errors import ConfigError, EventfleetError, PositionConflict, SinkError
 from ..registry import RegistryUnavailable, connect, header_size
-from . import Position, PositionWrite, Reject, TopicPartition
+from ..types import Position, PositionWrite, Reject, TopicPartition
+from .base import Sink
 from .sqlite import pipeline_signature
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ class TransactionAbandoned(SinkError):
     """A transaction call never returned: its producer was dropped, the transaction fenced by the next."""
 
 
-class KafkaSink:
+class KafkaSink(Sink):
     positions_in_kafka = True  # flush step 3 is part of the transaction
     partials_by_partition = True  # each record names the partition its events came from
 
@@ -606,6 +607,10 @@ def explain_transaction_error(error: KafkaError) -> str:
             "to at most the number of brokers"
         )
     return str(error)
+
+
+def open_sink(pipeline: Pipeline) -> KafkaSink:
+    return KafkaSink(pipeline)
 
 
 def check(pipeline: Pipeline) -> list[str]:

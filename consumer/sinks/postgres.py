@@ -59,8 +59,9 @@ from .. import faults
 from ..aggregate import State
 from ..config import Pipeline
 from ..errors import PositionConflict, SinkError
+from ..types import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
 from ..window import NO_WATERMARK
-from . import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
+from .base import ReplayableSink
 from .sqlite import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES, pipeline_signature
 
 # Avro type -> column type. 64-bit integers throughout: counts, sums of int/long fields, offsets
@@ -90,7 +91,7 @@ _MERGE_RULES = {  # the SQL of aggregate.merge: {t} is the stored row, excluded 
 Column = tuple[str, str, bool]  # name, type, NOT NULL
 
 
-class PostgresSink:
+class PostgresSink(ReplayableSink):
     def __init__(self, pipeline: Pipeline, strategy: str = STRATEGIES[0]) -> None:
         self.pipeline = pipeline
         self.dsn = pipeline.sink.dsn or ""  # empty: libpq reads the PG* environment variables
@@ -711,7 +712,11 @@ def _check_signature(conn: psycopg.Connection[Any], table: str, wanted: str, cre
         )
 
 
-def check(pipeline: Pipeline) -> str:
+def open_sink(pipeline: Pipeline) -> PostgresSink:
+    return PostgresSink(pipeline)
+
+
+def check(pipeline: Pipeline) -> list[str]:
     """For ``check-config``: connect, and check that every table either matches the pipeline or
     can be created, and that this user may read and write them. Creates nothing."""
     dsn = pipeline.sink.dsn or ""
@@ -765,4 +770,4 @@ def check(pipeline: Pipeline) -> str:
         parts.append(f"tables {', '.join(present)} match and can be written")
     if missing:
         parts.append(f"{', '.join(missing)} will be created in schema {schema[0]}")
-    return f"{where}: " + "; ".join(parts)
+    return [f"{where}: " + "; ".join(parts)]

@@ -19,8 +19,9 @@ from .. import faults
 from ..aggregate import State
 from ..config import Pipeline
 from ..errors import PositionConflict, SinkError
+from ..types import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
 from ..window import NO_WATERMARK
-from . import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
+from .base import ReplayableSink
 
 _SQL_TYPES = {
     "long": "INTEGER",
@@ -69,7 +70,7 @@ def _use_wal(db: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-class SqliteSink:
+class SqliteSink(ReplayableSink):
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.table = pipeline.sink.table
@@ -385,7 +386,11 @@ class SqliteSink:
         self.db.close()
 
 
-def check(pipeline: Pipeline) -> str:
+def open_sink(pipeline: Pipeline) -> SqliteSink:
+    return SqliteSink(pipeline)
+
+
+def check(pipeline: Pipeline) -> list[str]:
     """For ``check-config``: the database file can be created or written (and its folder too:
     WAL mode keeps -wal and -shm files beside it)."""
     path = pipeline.sink.path
@@ -399,4 +404,4 @@ def check(pipeline: Pipeline) -> str:
         )
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise SinkError(f"cannot read and write the SQLite sink {str(path)!r}. Fix: make it writable for this user")
-    return f"SQLite file {str(path)!r} ({'exists' if path.exists() else 'will be created'}), folder writable"
+    return [f"SQLite file {str(path)!r} ({'exists' if path.exists() else 'will be created'}), folder writable"]
