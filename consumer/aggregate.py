@@ -45,17 +45,28 @@ class Metric:
         return cls(name, kind, field)
 
 
+@dataclass(frozen=True)
+class MergeRule:
+    """How two partials of one metric combine: in Python, and in SQL (``{a}`` the stored value,
+    ``{b}`` the new one, ``{least}``/``{greatest}`` the dialect's two-argument min and max)."""
+
+    python: Callable[[Any, Any], Any]
+    sql: str
+
+
+MERGE_RULES: dict[str, MergeRule] = {
+    "count": MergeRule(lambda x, y: x + y, "{a} + {b}"),
+    "sum": MergeRule(lambda x, y: x + y, "{a} + {b}"),
+    "min": MergeRule(min, "{least}({a}, {b})"),
+    "max": MergeRule(max, "{greatest}({a}, {b})"),
+}
+"""The one home of the merge rules: :func:`merge` applies them in memory, the SQL sinks generate
+their upsert from them (consumer/sinks/sql.py)."""
+
+
 def merge(metrics: Sequence[Metric], a: Partial, b: Partial) -> Partial:
     """Combine two partials of the same key (the rule the sinks apply in SQL too)."""
-    out: Partial = []
-    for metric, x, y in zip(metrics, a, b, strict=True):
-        if metric.kind in ("count", "sum"):
-            out.append(x + y)
-        elif metric.kind == "min":
-            out.append(min(x, y))
-        else:
-            out.append(max(x, y))
-    return out
+    return [MERGE_RULES[m.kind].python(x, y) for m, x, y in zip(metrics, a, b, strict=True)]
 
 
 def compile_updater(group_by: Sequence[str], metrics: Sequence[Metric], fields: Sequence[str] | None = None) -> Updater:

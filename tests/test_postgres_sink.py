@@ -17,7 +17,7 @@ from consumer.config import Pipeline, load
 from consumer.errors import PositionConflict, SinkError
 from consumer.sinks import check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
-from consumer.sinks.sqlite import TABLE_SUFFIXES
+from consumer.sinks.sql import TABLE_SUFFIXES
 from consumer.types import Position, PositionWrite, Reject
 
 from .conftest import Postgres

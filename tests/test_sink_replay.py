@@ -14,7 +14,7 @@ import pytest
 from consumer.config import Pipeline
 from consumer.replay import shadow_pipeline
 from consumer.sinks import ReplayableSink, Sink, open_sink, replayable
-from consumer.sinks.sqlite import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES
+from consumer.sinks.sql import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES
 from consumer.types import Position, PositionWrite, ReplayFilter, ReplayReset
 from consumer.window import NO_WATERMARK
 

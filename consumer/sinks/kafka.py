@@ -57,7 +57,7 @@ from ..errors import ConfigError, EventfleetError, PositionConflict, SinkError
 from ..registry import RegistryUnavailable, connect, header_size
 from ..types import Position, PositionWrite, Reject, TopicPartition
 from .base import Sink
-from .sqlite import pipeline_signature
+from .sql import pipeline_signature
 
 log = logging.getLogger(__name__)
 
