@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
+from .config import IDENTIFIER, Pipeline
 from .decode import make_event_decoder
 from .errors import ConfigError, EventfleetError
 from .groups import Kafka, Member
 from .registry import RegistryUnavailable, connect
 from .sinks import ReplayableSink, open_sink, replayable
+from .sinks.postgres import LONGEST_SUFFIX as PG_TABLE_SUFFIX
+from .sinks.postgres import NAME_BYTES as PG_NAME_BYTES
 from .types import Position, ReplayFilter, ReplayReset, TopicPartition
 from .window import NO_WATERMARK, window_start
 from .worker import Worker

@@ -2,40 +2,39 @@
 
 The interface and the abilities a sink declares are in :mod:`consumer.sinks.base`; what SQLite
 and PostgreSQL share in :mod:`consumer.sinks.sql`. Each sink type is a module here, named in
-:data:`SINK_TYPES`: it defines ``open_sink(pipeline)``, ``check(pipeline)`` (for
-``check-config``: lines saying what was checked) and ``parse_settings`` (its ``[sink]`` keys).
+:data:`SINK_TYPES`, that registers a :class:`~consumer.sinks.base.SinkType` as ``SINK``: its
+``[sink]`` keys and their parser, how to open it, and its check for ``check-config``.
 """
 
 import importlib
-from types import ModuleType
 
 from ..config import Pipeline
 from ..errors import ConfigError
-from .base import ReplayableSink, Sink
+from .base import ReplayableSink, Sink, SinkType
 
 SINK_TYPES = ("sqlite", "postgres", "kafka")
 
 
-def sink_module(sink_type: str) -> ModuleType:
-    """The module of a sink type (imported on first use: psycopg and the Kafka producer only load
-    for the pipelines that need them)."""
-    if sink_type not in SINK_TYPES:
-        raise ConfigError("sink.type", f"unknown sink {sink_type!r}", "use sqlite, postgres or kafka")
-    return importlib.import_module(f"{__name__}.{sink_type}")
+def sink_type(name: str) -> SinkType:
+    """The registration of a sink type: its module's ``SINK`` (imported on first use: psycopg and
+    the Kafka producer load only for the pipelines that need them)."""
+    if name not in SINK_TYPES:
+        raise ConfigError("sink.type", f"unknown sink {name!r}", "use sqlite, postgres or kafka")
+    registered = importlib.import_module(f"{__name__}.{name}").SINK
+    assert isinstance(registered, SinkType)
+    return registered
 
 
 def open_sink(pipeline: Pipeline) -> Sink:
     """Open (and create if needed) the pipeline's sink."""
-    sink: Sink = sink_module(pipeline.sink.type).open_sink(pipeline)
-    return sink
+    return sink_type(pipeline.sink.type).open(pipeline)
 
 
 def check_sink(pipeline: Pipeline) -> list[str]:
     """For ``check-config``: whether the sink can be reached and written, without writing; lines
     that say what was checked and what a worker will find, or an EventfleetError (a SinkError for
     an unreachable sink) that says what is wrong and the fix."""
-    lines: list[str] = sink_module(pipeline.sink.type).check(pipeline)
-    return lines
+    return sink_type(pipeline.sink.type).check(pipeline)
 
 
 def replayable(sink: Sink, sink_type: str) -> ReplayableSink:
@@ -77,11 +76,12 @@ __all__ = [
     "SINK_TYPES",
     "ReplayableSink",
     "Sink",
+    "SinkType",
     "check_sink",
     "open_sink",
     "partials_by_partition",
     "positions_in_kafka",
     "replayable",
-    "sink_module",
+    "sink_type",
     "use_consumer",
 ]

@@ -17,9 +17,13 @@ Abilities (class attributes, False unless a sink says otherwise):
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..aggregate import State
+from ..config import Pipeline, SinkSettings
 from ..types import Position, PositionWrite, Reject, ReplayReset, TopicPartition
 
 
@@ -105,3 +109,18 @@ class ReplayableSink(Sink):
         with ``table``, and their groups: ``table``'s ``other_group`` rows become ``group``'s under
         this table's name, and this table's ``group`` rows become ``other_group``'s under ``table``."""
         ...
+
+
+def _nothing_more(pipeline: Pipeline) -> None:
+    """A sink that needs nothing from the other sections of the pipeline."""
+
+
+@dataclass(frozen=True)
+class SinkType:
+    """What a sink module registers as ``SINK`` for its ``[sink] type`` (consumer/sinks/__init__.py)."""
+
+    keys: tuple[str, ...]  # the [sink] keys it takes, "type" included
+    parse: Callable[[Mapping[str, Any], Path], SinkSettings]  # [sink] -> settings, or a ConfigError
+    open: Callable[[Pipeline], Sink]  # open (and create if needed) the sink
+    check: Callable[[Pipeline], list[str]]  # check-config: reachable and writable, without writing
+    check_pipeline: Callable[[Pipeline], None] = _nothing_more  # a ConfigError if another section does not fit

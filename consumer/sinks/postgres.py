@@ -40,16 +40,18 @@ the replay is refused with the fix).
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
 from ..aggregate import State
-from ..config import Pipeline
-from ..errors import SinkError
+from ..config import Pipeline, SinkSettings, _identifier, _string
+from ..errors import ConfigError, SinkError
 from ..types import PositionWrite, Reject
+from .base import SinkType
 from .sql import (
     BYTES,
     INT32,
@@ -76,6 +78,8 @@ POSTGRES = Dialect(
     greatest="GREATEST",
     percent_placeholders=True,
 )  # fmt: skip
+NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
+LONGEST_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_S = 10.0  # a row held longer by another session (a frozen zombie) fails the write: pause, retry
 IDLE_IN_TRANSACTION_TIMEOUT_S = 60  # the server ends our session if we freeze inside a transaction
@@ -202,10 +206,6 @@ class PostgresSink(SqlSink):
             cur.execute(f"ALTER TABLE {q(live)} RENAME CONSTRAINT {theirs} TO {spare}")  # live is the other's now
             cur.execute(f"ALTER TABLE {q(other)} RENAME CONSTRAINT {ours} TO {theirs}")
             cur.execute(f"ALTER TABLE {q(live)} RENAME CONSTRAINT {spare} TO {ours}")
-
-
-def open_sink(pipeline: Pipeline) -> PostgresSink:
-    return PostgresSink(pipeline)
 
 
 # -- connecting ----------------------------------------------------------------------------------
@@ -377,3 +377,48 @@ def check(pipeline: Pipeline) -> list[str]:
     if missing:
         parts.append(f"{', '.join(missing)} will be created in schema {schema[0]}")
     return [f"{where}: " + "; ".join(parts)]
+
+
+# -- the [sink] keys -----------------------------------------------------------------------------
+
+
+def parse_settings(t: Mapping[str, Any], base: Path) -> SinkSettings:
+    """``[sink] type = "postgres"``: ``table``, and ``dsn`` (a libpq connection string or URI,
+    checked for syntax only: connecting is check-config's job); without it, libpq reads PGHOST,
+    PGPORT, PGUSER, PGDATABASE, PGPASSWORD... at connect time."""
+    table = _identifier("sink.table", t.get("table"))
+    if "dsn" not in t:
+        return SinkSettings("postgres", None, table, None)
+    dsn = _string(t, "sink.dsn", "dsn")
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except Exception as e:
+        raise ConfigError(
+            "sink.dsn",
+            f"not a PostgreSQL connection string ({str(e).splitlines()[0]})",
+            'write e.g. dsn = "postgresql://eventfleet@db.example:5432/stats", or remove it to use PGHOST, PGPORT...',
+        ) from None
+    return SinkSettings("postgres", None, table, dsn)
+
+
+def check_names(pipeline: Pipeline) -> None:
+    """PostgreSQL silently truncates names past 63 bytes: refuse them instead."""
+    table, aggregate = pipeline.sink.table, pipeline.aggregate
+    if len((table + LONGEST_SUFFIX).encode()) > NAME_BYTES:
+        raise ConfigError(
+            "sink.table",
+            f"{table!r} is too long for PostgreSQL ({table}{LONGEST_SUFFIX} must fit in {NAME_BYTES} bytes)",
+            f"use at most {NAME_BYTES - len(LONGEST_SUFFIX)} characters",
+        )
+    columns = [("aggregate.group_by", g) for g in aggregate.group_by]
+    columns += [(f"aggregate.metrics.{m.name}", m.name) for m in aggregate.metrics]
+    for key, name in columns:
+        if len(name.encode()) > NAME_BYTES:
+            raise ConfigError(
+                key, f"{name!r} is longer than PostgreSQL's {NAME_BYTES}-byte column names", "use a shorter name"
+            )
+
+
+SINK = SinkType(
+    keys=("type", "dsn", "table"), parse=parse_settings, open=PostgresSink, check=check, check_pipeline=check_names
+)

@@ -10,11 +10,13 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from ..config import Pipeline
-from ..errors import SinkError
+from ..config import Pipeline, SinkSettings, _identifier, _string
+from ..errors import ConfigError, SinkError
+from .base import SinkType
 from .sql import BYTES, INT32, INT64, Cursor, Dialect, SqlSink, q
 
 SQLITE = Dialect(
@@ -96,10 +98,6 @@ class SqliteSink(SqlSink):
         self.db.close()
 
 
-def open_sink(pipeline: Pipeline) -> SqliteSink:
-    return SqliteSink(pipeline)
-
-
 def check(pipeline: Pipeline) -> list[str]:
     """For ``check-config``: the database file can be created or written (and its folder too:
     WAL mode keeps -wal and -shm files beside it)."""
@@ -115,3 +113,19 @@ def check(pipeline: Pipeline) -> list[str]:
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise SinkError(f"cannot read and write the SQLite sink {str(path)!r}. Fix: make it writable for this user")
     return [f"SQLite file {str(path)!r} ({'exists' if path.exists() else 'will be created'}), folder writable"]
+
+
+def parse_settings(t: Mapping[str, Any], base: Path) -> SinkSettings:
+    """``[sink] type = "sqlite"``: ``path`` (relative to the pipeline file) and ``table``."""
+    table = _identifier("sink.table", t.get("table"))
+    path = base / _string(t, "sink.path", "path")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "sink.path",
+            f"folder {str(path.parent)!r} does not exist",
+            "create it or point sink.path elsewhere",
+        )
+    return SinkSettings("sqlite", path, table)
+
+
+SINK = SinkType(keys=("type", "path", "table"), parse=parse_settings, open=SqliteSink, check=check)
