@@ -3,9 +3,7 @@ filters, reset, clone and swap. Rows are read back with each database's own clie
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,42 +16,27 @@ from consumer.sinks.sql import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_
 from consumer.types import Position, PositionWrite, ReplayFilter, ReplayReset
 from consumer.window import NO_WATERMARK
 
-from . import test_postgres_sink, test_sqlite_sink
-from .conftest import Postgres
-from .test_sqlite_sink import SIZE, _pos
+from .conftest import SIZE, Target
 
 T = "ad-events"
-SINKS = ("sqlite", "postgres")
-
-
-@pytest.fixture(params=SINKS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
-def pipeline(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    """The pipeline of a fresh SQLite file, or of fresh tables in the test session's PostgreSQL."""
-    if kind == "sqlite":
-        yield test_sqlite_sink._pipeline(tmp_path)
-    else:
-        yield from _postgres_pipeline(tmp_path, request.getfixturevalue("postgres"))
+def kind(sql_target: Target) -> str:
+    return sql_target.kind
 
 
 @pytest.fixture
-def pg_pipeline(tmp_path: Path, postgres: Postgres) -> Iterator[Pipeline]:
+def pipeline(sql_target: Target) -> Pipeline:
+    """The pipeline of a fresh SQLite file, or of fresh tables in the test session's PostgreSQL
+    (they and their shadow ``<table>_sh`` are dropped afterwards)."""
+    return sql_target.pipeline()
+
+
+@pytest.fixture
+def pg_pipeline(pg_target: Target) -> Pipeline:
     """For the tests of what only PostgreSQL does."""
-    yield from _postgres_pipeline(tmp_path, postgres)
-
-
-def _postgres_pipeline(tmp_path: Path, postgres: Postgres) -> Iterator[Pipeline]:
-    """Fresh tables; they and their shadow ``<table>_sh`` are dropped afterwards."""
-    table = f"t_{uuid.uuid4().hex[:12]}"
-    yield test_postgres_sink._pipeline(tmp_path, postgres.dsn, table)
-    with psycopg.connect(postgres.dsn, autocommit=True) as db:
-        for name in (table, _shadow_name(table)):
-            for suffix in TABLE_SUFFIXES:
-                db.execute(f'DROP TABLE IF EXISTS "{name}{suffix}"')
+    return pg_target.pipeline()
 
 
 @pytest.fixture
@@ -99,6 +82,10 @@ def _checkpoints(pipeline: Pipeline, table: str | None = None) -> list[tuple[Any
         "SELECT consumer_group, partition, watermark_window, next_offset, watermark, late_events, invalid_events "
         f'FROM "{table or pipeline.sink.table}_checkpoints" ORDER BY consumer_group, partition, next_offset',
     )
+
+
+def _pos(partition: int, offset: int, watermark: int = 0, late: int = 0, invalid: int = 0) -> Position:
+    return Position(T, partition, offset, watermark, late, invalid)
 
 
 def _flush(sink: ReplayableSink, p: Position, expected: int | None, passed: list[Position] | None = None) -> None:
