@@ -42,7 +42,8 @@ class Target:
     bootstrap: str | None = None  # kafka
     topic: str = "ad-events"
     opened: list[Sink] = field(default_factory=list)
-    consumers: list[Consumer] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)  # readers outside the group's membership
+    members: list[Consumer] = field(default_factory=list)  # the group's member (the kafka sink's)
 
     def pipeline(
         self, metrics: dict[str, str] | None = None, size: str = "1m", name: str = "pipeline.toml"
@@ -76,10 +77,14 @@ class Target:
         return sink
 
     def _member(self) -> Consumer:
+        """A new member of the group, once the previous one (a worker that stopped) has left."""
         assert self.bootstrap is not None
+        for old in self.members:
+            old.close()
+        self.members.clear()
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
                              "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
-        self.consumers.append(consumer)
+        self.members.append(consumer)
         consumer.subscribe([self.topic])
         deadline = time.monotonic() + 60
         while len(consumer.assignment()) < PARTITIONS:  # waits on the group's state, not on time
@@ -136,7 +141,7 @@ class Target:
     def close(self) -> None:
         for sink in self.opened:
             sink.close()
-        for consumer in self.consumers:
+        for consumer in [*self.members, *self.consumers]:
             consumer.close()
 
 
