@@ -77,6 +77,7 @@ POSTGRES = Dialect(
     least="LEAST",
     greatest="GREATEST",
     percent_placeholders=True,
+    row_id="ctid",
 )  # fmt: skip
 NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 LONGEST_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables

@@ -54,6 +54,7 @@ class Dialect:
     least: str  # two-argument min and max
     greatest: str
     percent_placeholders: bool  # %s placeholders (and a literal % doubled) instead of ?
+    row_id: str  # the hidden column that names a row within one statement
 
     def sql(self, text: str) -> str:
         """A statement written with ``?`` placeholders, in this dialect."""
@@ -352,17 +353,15 @@ class SqlSink(ReplayableSink):
     def _thin_checkpoints(self, cur: Cursor, key: tuple[str, str, int], cutoff: int) -> None:
         """Below ``cutoff`` (event time), keep only the last checkpoint per CHECKPOINT_SPARSE_MS.
         Runs when a partition's watermark enters a new window, so at most once per flush."""
-        c = self._checkpoints
+        c, row = self._checkpoints, self.dialect.row_id
         cur.execute(
             self.dialect.sql(
-                f"DELETE FROM {c} WHERE consumer_group = ? AND topic = ? AND partition = ? "
-                "AND watermark_window < ? AND watermark_window > ? AND next_offset < ("
-                f"SELECT max(k.next_offset) FROM {c} k WHERE k.consumer_group = {c}.consumer_group "
-                f"AND k.topic = {c}.topic AND k.partition = {c}.partition AND k.watermark_window < ? "
-                "AND k.watermark_window > ? AND k.watermark_window - k.watermark_window % ? = "
-                f"{c}.watermark_window - {c}.watermark_window % ?)"
+                f"DELETE FROM {c} WHERE {row} IN (SELECT {row} FROM (SELECT {row}, next_offset, "
+                "max(next_offset) OVER (PARTITION BY watermark_window - watermark_window % ?) AS keep "
+                f"FROM {c} WHERE consumer_group = ? AND topic = ? AND partition = ? "
+                "AND watermark_window < ? AND watermark_window > ?) AS d WHERE next_offset < keep)"
             ),
-            (*key, cutoff, NO_WATERMARK, cutoff, NO_WATERMARK, CHECKPOINT_SPARSE_MS, CHECKPOINT_SPARSE_MS),
+            (CHECKPOINT_SPARSE_MS, *key, cutoff, NO_WATERMARK),
         )
 
     def results(self) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -27,6 +27,7 @@ SQLITE = Dialect(
     least="min",
     greatest="max",
     percent_placeholders=False,
+    row_id="rowid",
 )  # fmt: skip
 BUSY_TIMEOUT_S = 5.0  # a database locked longer is a sink failure: the worker pauses and retries
 
