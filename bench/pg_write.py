@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from consumer import config  # noqa: E402
 from consumer.dev import postgres as devpostgres  # noqa: E402
-from consumer.sinks import Position, PositionWrite  # noqa: E402
 from consumer.sinks.postgres import STRATEGIES, PostgresSink  # noqa: E402
-from consumer.sinks.sqlite import TABLE_SUFFIXES  # noqa: E402
+from consumer.sinks.sql import TABLE_SUFFIXES  # noqa: E402
+from consumer.types import Position, PositionWrite  # noqa: E402
 
 KEYS_PER_WINDOW = 300  # 100 campaigns x 3 event types
 

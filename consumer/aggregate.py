@@ -202,31 +202,47 @@ def new_sketch(metric: Metric) -> Any:
     return kll_doubles_sketch(metric.k)
 
 
+@dataclass(frozen=True)
+class MergeRule:
+    """How two partials of one metric combine: in Python, and in SQL (``{a}`` the stored value,
+    ``{b}`` the new one, ``{least}``/``{greatest}`` the dialect's two-argument min and max)."""
+
+    python: Callable[[Any, Any], Any]
+    sql: str
+
+
+MERGE_RULES: dict[str, MergeRule] = {
+    "count": MergeRule(lambda x, y: x + y, "{a} + {b}"),
+    "sum": MergeRule(lambda x, y: x + y, "{a} + {b}"),
+    "min": MergeRule(min, "{least}({a}, {b})"),
+    "max": MergeRule(max, "{greatest}({a}, {b})"),
+}
+"""The one home of the merge rules: :func:`merge` applies them in memory, the SQL sinks generate
+their upsert from them (consumer/sinks/sql.py)."""
+
+
 def merge(metrics: Sequence[Metric], a: Partial, b: Partial) -> Partial:
     """Combine two partials of the same key (the rule the sinks apply in SQL too).
 
     Sketches are merged into new ones: ``a`` and ``b`` are left as they were.
     """
-    out: Partial = []
-    for metric, x, y in zip(metrics, a, b, strict=True):
-        kind = metric.kind
-        if kind in ("count", "sum"):
-            out.append(x + y)
-        elif kind == "min":
-            out.append(min(x, y))
-        elif kind == "max":
-            out.append(max(x, y))
-        elif kind == "distinct":
-            union = hll_union(metric.lg_k)
-            union.update(x)
-            union.update(y)
-            out.append(union.get_result(HLL_TYPE))
-        else:
-            merged = kll_doubles_sketch(metric.k)
-            merged.merge(x)
-            merged.merge(y)
-            out.append(merged)
-    return out
+    return [
+        merge_sketches(m, x, y) if m.kind in SKETCH_KINDS else MERGE_RULES[m.kind].python(x, y)
+        for m, x, y in zip(metrics, a, b, strict=True)
+    ]
+
+
+def merge_sketches(metric: Metric, x: Any, y: Any) -> Any:
+    """A new sketch of both: the HLL union for distinct, the KLL merge for quantiles."""
+    if metric.kind == "distinct":
+        union = hll_union(metric.lg_k)
+        union.update(x)
+        union.update(y)
+        return union.get_result(HLL_TYPE)
+    merged = kll_doubles_sketch(metric.k)
+    merged.merge(x)
+    merged.merge(y)
+    return merged
 
 
 # -- the generated per-event code ---------------------------------------------------------------

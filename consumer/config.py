@@ -40,14 +40,6 @@ MANAGED_KAFKA_KEYS = {
     "group.instance.id": "eventfleet run gives each worker slot its own from [fleet] instance_id; remove the key",
 }
 ENV_SOURCE = "env:"  # --config env:NAME, schema.path = "env:NAME": the content of variable NAME
-SINK_TYPES = ("sqlite", "postgres", "kafka")
-SINK_KEYS = {
-    "sqlite": ("type", "path", "table"),
-    "postgres": ("type", "dsn", "table"),
-    "kafka": ("type", "topic", "config", "registry"),
-}
-PG_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
-PG_TABLE_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
 RESERVED_COLUMNS = ("window_start", "window_end")
 # Producer settings the kafka sink's exactly-once transactions depend on: the user may not override them.
 MANAGED_PRODUCER_KEYS = {
@@ -229,8 +221,6 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     aggregate = _aggregate(_table(doc, "aggregate"), types)
     _not_wired_yet(window, aggregate)
     sink = _sink(_table(doc, "sink"), base)
-    if sink.type == "postgres":
-        _postgres_names(sink.table, aggregate)
     flush = _table(doc, "flush", required=False)
     interval = _duration(flush, "flush.interval", "interval", default="5s")
     if interval <= 0:
@@ -238,20 +228,19 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     metrics_port = _port(_table(doc, "metrics", required=False))
     fleet = _fleet(_table(doc, "fleet", required=False))
     dlq = _dlq(_table(doc, "dlq", required=False))
-    if sink.type == "kafka":
-        _check_kafka_sink(kafka, sink, aggregate, dlq)
-        if sink.registry and registry is None:
-            raise ConfigError("sink.registry", "needs [schema] registry (where to register the output schemas)",
-                              "add registry = \"URL\" under [schema], or remove sink.registry")  # fmt: skip
     ingest = _ingest(doc["ingest"], base, path, kafka, schema, types) if "ingest" in doc else None
     known = {"kafka", "schema", "window", "aggregate", "sink", "flush", "metrics", "fleet", "dlq", "ingest"}
     for key in doc:
         if key not in known:
             raise ConfigError(key, "unknown section", f"use only [{'], ['.join(sorted(known))}]")
-    return Pipeline(
+    pipeline = Pipeline(
         path, kafka, schema_path, schema, types, window, aggregate, sink, interval, metrics_port, fleet, dlq, registry,
         ingest,
     )  # fmt: skip
+    from .sinks import sink_type
+
+    sink_type(sink.type).check_pipeline(pipeline)  # what the sink needs from the other sections
+    return pipeline
 
 
 INGEST_KEYS = ("paths", "format", "pattern", "topic", "key", "start", "id", "positions_topic", "commit_interval",
@@ -774,31 +763,23 @@ def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSetti
 
 
 def _sink(t: Mapping[str, Any], base: Path) -> SinkSettings:
+    """The [sink] table: its type, then the keys that type takes, parsed by the sink's module."""
+    from .sinks import SINK_TYPES, sink_type
+
     kind = _string(t, "sink.type", "type")
     if kind not in SINK_TYPES:
         raise ConfigError("sink.type", f"unknown sink {kind!r}", f"use one of: {', '.join(SINK_TYPES)}")
+    keys = sink_type(kind).keys
     for name in t:
-        if name not in SINK_KEYS[kind]:
-            owner = next((k for k, keys in SINK_KEYS.items() if name in keys), None)
+        if name not in keys:
+            owner = next((k for k in SINK_TYPES if name in sink_type(k).keys), None)
             raise ConfigError(
                 f"sink.{name}",
                 f"is a setting of the {owner} sink, not of {kind}" if owner else "unknown key",
-                f"a {kind} sink takes {', '.join(SINK_KEYS[kind])}: remove {name}"
+                f"a {kind} sink takes {', '.join(keys)}: remove {name}"
                 + (f', or set type = "{owner}"' if owner else ""),
             )
-    if kind == "kafka":
-        return _kafka_sink(t)
-    table = _identifier("sink.table", t.get("table"))
-    if kind == "postgres":
-        return SinkSettings(kind, None, table, _dsn(t))
-    path = base / _string(t, "sink.path", "path")
-    if not path.parent.is_dir():
-        raise ConfigError(
-            "sink.path",
-            f"folder {str(path.parent)!r} does not exist",
-            "create it or point sink.path elsewhere",
-        )
-    return SinkSettings(kind, path, table)
+    return sink_type(kind).parse(t, base)
 
 
 # ``${NAME}`` in a string value; ``$${NAME}`` is the escape for a literal ``${NAME}``.
@@ -838,91 +819,3 @@ def _env_value(match: re.Match[str], key: str, environ: Mapping[str, str]) -> st
             f"set {name} (e.g. from a Kubernetes Secret), or write the value itself, or $${{{name}}} for the text",
         )
     return environ[name]
-
-
-def _dsn(t: Mapping[str, Any]) -> str | None:
-    """A libpq connection string or URI, checked for syntax only (connecting is check-config's
-    job); absent, libpq reads PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD... at connect time."""
-    if "dsn" not in t:
-        return None
-    dsn = _string(t, "sink.dsn", "dsn")
-    from psycopg import conninfo
-
-    try:
-        conninfo.conninfo_to_dict(dsn)
-    except Exception as e:
-        raise ConfigError(
-            "sink.dsn",
-            f"not a PostgreSQL connection string ({str(e).splitlines()[0]})",
-            'write e.g. dsn = "postgresql://eventfleet@db.example:5432/stats", or remove it to use PGHOST, PGPORT...',
-        ) from None
-    return dsn
-
-
-def _postgres_names(table: str, aggregate: AggregateSettings) -> None:
-    """PostgreSQL silently truncates names past 63 bytes: refuse them instead."""
-    if len((table + PG_TABLE_SUFFIX).encode()) > PG_NAME_BYTES:
-        raise ConfigError(
-            "sink.table",
-            f"{table!r} is too long for PostgreSQL ({table}{PG_TABLE_SUFFIX} must fit in {PG_NAME_BYTES} bytes)",
-            f"use at most {PG_NAME_BYTES - len(PG_TABLE_SUFFIX)} characters",
-        )
-    columns = [("aggregate.group_by", g) for g in aggregate.group_by]
-    columns += [(f"aggregate.metrics.{m.name}", m.name) for m in aggregate.metrics]
-    for key, name in columns:
-        if len(name.encode()) > PG_NAME_BYTES:
-            raise ConfigError(
-                key, f"{name!r} is longer than PostgreSQL's {PG_NAME_BYTES}-byte column names", "use a shorter name"
-            )
-
-
-def _kafka_sink(t: Mapping[str, Any]) -> SinkSettings:
-    topic = _string(t, "sink.topic", "topic")
-    extra = t.get("config", {})
-    if not isinstance(extra, Mapping):
-        raise ConfigError(
-            "sink.config",
-            "must be a table of librdkafka producer settings",
-            'write [sink.config] then "key" = value lines',
-        )
-    for name, value in extra.items():
-        if name in MANAGED_PRODUCER_KEYS:
-            raise ConfigError(f"sink.config.{name}", "is managed by eventfleet", MANAGED_PRODUCER_KEYS[name])
-        if not isinstance(value, str | int | float | bool):
-            raise ConfigError(
-                f"sink.config.{name}", f"must be a string, number or boolean, got {value!r}", "write a scalar value"
-            )
-    registry = t.get("registry", False)
-    if not isinstance(registry, bool):
-        raise ConfigError("sink.registry", f"must be true or false, got {registry!r}", "write registry = true")
-    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra), registry=registry)
-
-
-KAFKA_SINK_FIELDS = ("source_topic", "source_partition")  # added to every output record
-
-
-def _check_kafka_sink(kafka: KafkaSettings, sink: SinkSettings, aggregate: AggregateSettings, dlq: DlqSettings) -> None:
-    """What the kafka sink needs from the rest of the pipeline."""
-    dead_letters = {dlq.topic or f"{t}.dlq" for t in kafka.topics}
-    if sink.topic in kafka.topics or sink.topic in dead_letters:
-        raise ConfigError(
-            "sink.topic", f"{sink.topic!r} is a source or dead-letter topic", "name a topic only the sink writes to"
-        )
-    if not dlq.enabled:
-        raise ConfigError(
-            "dlq.enabled",
-            "the kafka sink keeps no rejects table, so undecodable messages need the dead-letter topic",
-            "remove dlq.enabled = false (or use the sqlite sink)",
-        )
-    for name in aggregate.group_by:
-        if name in KAFKA_SINK_FIELDS:
-            raise ConfigError(
-                "aggregate.group_by",
-                f"{name!r} clashes with a field the kafka sink adds to every record",
-                "group by other fields, or use the sqlite sink",
-            )
-    for m in aggregate.metrics:
-        if m.name in KAFKA_SINK_FIELDS:
-            raise ConfigError(
-                f"aggregate.metrics.{m.name}", "clashes with a field the kafka sink adds to every record", "rename it"
-            )

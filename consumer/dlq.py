@@ -18,7 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 from . import metrics
 from .config import DlqSettings, Pipeline
 from .errors import EventfleetError, SinkError
-from .sinks import Reject
+from .types import Reject
 
 log = logging.getLogger(__name__)
 

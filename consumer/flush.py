@@ -14,7 +14,7 @@ from . import faults
 from .dlq import DeadLetters
 from .errors import PositionConflict, SinkError
 from .metrics import WorkerMetrics
-from .sinks import Sink, positions_in_kafka
+from .sinks import Sink
 from .source import Source
 from .state import WorkerState
 
@@ -51,7 +51,7 @@ def flush(
     """
     # 1. what to write
     positions = state.pending()
-    kafka_commit = not positions_in_kafka(sink)  # else the sink's transaction committed the offsets
+    kafka_commit = not sink.positions_in_kafka  # else the sink's transaction committed the offsets
     if not positions and not state.partials:
         if kafka_commit:
             commit_to_kafka(source, state, metrics)  # offsets a failed Kafka commit left behind, if any

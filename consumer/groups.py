@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient
 
 from .config import Pipeline
 from .errors import EventfleetError
-from .sinks import TopicPartition
 from .source import check_topics
+from .types import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import IDENTIFIER, PG_NAME_BYTES, PG_TABLE_SUFFIX, Pipeline
+from .config import IDENTIFIER, Pipeline
 from .decode import make_event_decoder
 from .errors import ConfigError
 from .groups import Kafka, Member
 from .registry import RegistryUnavailable, connect
 from .replay_plan import Mode, Plan, ReplayRefused, make_plan
-from .sinks import Position, ReplayableSink, TopicPartition, open_sink, replayable
+from .sinks import ReplayableSink, open_sink, replayable
+from .sinks.postgres import LONGEST_SUFFIX as PG_TABLE_SUFFIX
+from .sinks.postgres import NAME_BYTES as PG_NAME_BYTES
+from .types import Position, TopicPartition
 from .window import NO_WATERMARK, iso, window_start
 from .worker import Worker, build
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from .errors import ConfigError, EventfleetError
-from .sinks import Position, ReplayableSink, ReplayFilter, ReplayReset, TopicPartition
+from .sinks import ReplayableSink
+from .types import Position, ReplayFilter, ReplayReset, TopicPartition
 from .window import NO_WATERMARK, iso
 
 if TYPE_CHECKING:  # consumer.groups asks Kafka; the plan only names its members

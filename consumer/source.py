@@ -20,7 +20,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from . import kafkalog
 from .config import Pipeline
 from .errors import EventfleetError
-from .sinks import TopicPartition
+from .types import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ and the rule of docs/design.md for that case ("Rebalances", on lost) is kept by
 from dataclasses import dataclass, field
 
 from .aggregate import State
-from .sinks import Position, PositionWrite, Reject, TopicPartition
+from .types import Position, PositionWrite, Reject, TopicPartition
 from .window import NO_WATERMARK
 
 

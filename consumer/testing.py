@@ -20,8 +20,8 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, M
 
 from .clock import Clock
 from .registry import CONFLUENT_HEADER, CONFLUENT_MAGIC, BadFrame, Registry, RegistryUnavailable, UnknownSchema
-from .sinks import TopicPartition
 from .source import Handler, RebalanceError, Source
+from .types import TopicPartition
 
 WALL_START_S = 1_800_000_000.0  # MockedClock's wall time at monotonic 0 (2027-01-15)
 

@@ -38,9 +38,10 @@ from .flush import commit_to_kafka, flush
 from .metrics import WORKER, WorkerMetrics
 from .protocol import EXIT_FENCED, EXIT_RECYCLE, HEARTBEAT, JOINED
 from .registry import Registry, RegistryUnavailable, connect
-from .sinks import Reject, Sink, TopicPartition, open_sink, partials_by_partition, positions_in_kafka, use_consumer
+from .sinks import Sink, open_sink
 from .source import KafkaSource, Source
 from .state import PartitionState, WorkerState
+from .types import Reject, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Worker:
             self.schemaless = make_projection(dict(pipeline.schema), fields)
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
-        self.by_partition = partials_by_partition(self.sink)
+        self.by_partition = self.sink.partials_by_partition
         self.stopping = False
         self.invalid_caps = InvalidCaps(pipeline.dlq)
         self.outage_since: float | None = None  # clock.monotonic() when the sink started failing
@@ -197,7 +198,7 @@ class Worker:
         try:
             if not self.fenced:
                 self._final_flush()
-                if not positions_in_kafka(self.sink):  # else the sink's transactions committed them
+                if not self.sink.positions_in_kafka:  # else the sink's transactions committed them
                     for _ in range(SHUTDOWN_COMMIT_TRIES):  # no later flush will retry a failed commit
                         if commit_to_kafka(self.source, self.state, self.metrics):
                             break
@@ -689,7 +690,7 @@ def build(
     except BaseException:
         sink.close()
         raise
-    use_consumer(sink, source.consumer)  # a sink that commits the offsets in its own transactions
+    sink.use_consumer(source.consumer)  # a sink that commits the offsets in its own transactions
     try:
         dead_letters = DeadLetters(pipeline) if pipeline.dlq.enabled else None
     except BaseException:

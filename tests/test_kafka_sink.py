@@ -15,7 +15,6 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from consumer.config import load
 from consumer.errors import ConfigError
-from consumer.sinks import Position
 from consumer.sinks.kafka import (
     ForeignOffsets,
     decode_position,
@@ -25,6 +24,7 @@ from consumer.sinks.kafka import (
     key_schema,
     output_schema,
 )
+from consumer.types import Position
 
 ROOT = Path(__file__).parents[1]
 

@@ -1,5 +1,7 @@
-"""Tests of the PostgreSQL sink against a real server: merging, compare-and-set positions under
-concurrency, rejects, table checks, connection loss, and check-config's sink check."""
+"""What the PostgreSQL sink does on its own, against a real server (the shared behaviour is the
+contract suite's, tests/sinks/test_contract.py): 64-bit columns, the merge strategies,
+compare-and-set under concurrency and row locks, table checks, connection loss, and
+check-config's sink check."""
 
 import random
 import threading
@@ -15,9 +17,10 @@ import tomli_w
 
 from consumer.config import Pipeline, load
 from consumer.errors import PositionConflict, SinkError
-from consumer.sinks import Position, PositionWrite, Reject, check_sink, open_sink
+from consumer.sinks import check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
-from consumer.sinks.sqlite import TABLE_SUFFIXES
+from consumer.sinks.sql import TABLE_SUFFIXES
+from consumer.types import Position, PositionWrite
 
 from .conftest import Postgres
 
@@ -112,30 +115,6 @@ def _partial(prices: list[int]) -> list[int]:
 # aggregates: the merge rules in SQL
 
 
-def test_write_merges_partials_across_calls(pipeline: Pipeline, sink: PostgresSink) -> None:
-    rng = random.Random(11)
-    seen: dict[tuple[Any, ...], list[int]] = {}
-    keys = [(ws, c, t) for ws in (-SIZE, 0, SIZE, 5 * SIZE) for c in ("c1", "c2") for t in ("click", "impression")]
-    for _ in range(25):
-        partials = {}
-        for key in rng.sample(keys, rng.randint(1, len(keys))):
-            prices = [rng.randint(-1000, 10**9) for _ in range(rng.randint(1, 5))]
-            seen.setdefault(key, []).extend(prices)
-            partials[key] = _partial(prices)
-        sink.write("g", partials, [], [])
-    expected = {
-        key: (key[0] + SIZE, len(prices), sum(prices), min(prices), max(prices)) for key, prices in seen.items()
-    }
-    assert _rows(pipeline) == expected
-
-
-def test_min_max_compare_not_overwrite(pipeline: Pipeline, sink: PostgresSink) -> None:
-    key = (0, "c", "click")
-    for price in (50, 70, 20, 60):
-        sink.write("g", {key: [1, price, price, price]}, [], [])
-    assert _rows(pipeline) == {key: (SIZE, 4, 200, 20, 70)}
-
-
 def test_sums_and_counts_are_64_bit(pipeline: Pipeline, sink: PostgresSink) -> None:
     key = (0, "c", "click")
     big = 3 * 10**9  # past 32 bits, as a single value and as a sum
@@ -153,19 +132,6 @@ def test_an_overflow_is_an_error_and_writes_nothing(pipeline: Pipeline, sink: Po
     assert _positions(pipeline) == {("g", "ad-events", 0): (1, 0, 0, 0)}
     sink.write("g", {key: [1, 1, 1, 1]}, [PositionWrite(_pos(0, 2), 1)], [])  # usable again
     assert _rows(pipeline) == {key: (SIZE, 2, 2**62 + 1, 1, 5)}
-
-
-def test_results_ordered_by_window_then_groups(sink: PostgresSink) -> None:
-    sink.write("g", {(SIZE, "a", "click"): [1, 1, 1, 1], (0, "b", "click"): [1, 2, 2, 2]}, [], [])
-    sink.write("g", {(0, "a", "impression"): [1, 3, 3, 3], (0, "a", "click"): [1, 4, 4, 4]}, [], [])
-    columns, rows = sink.results()
-    assert columns == ["window_start", "window_end", "campaign_id", "event_type", "events", "spend", "lo", "hi"]
-    assert rows == [
-        (0, SIZE, "a", "click", 1, 4, 4, 4),
-        (0, SIZE, "a", "impression", 1, 3, 3, 3),
-        (0, SIZE, "b", "click", 1, 2, 2, 2),
-        (SIZE, 2 * SIZE, "a", "click", 1, 1, 1, 1),
-    ]
 
 
 def test_float_metrics_and_boolean_keys(tmp_path: Path, postgres: Postgres, table: str) -> None:
@@ -193,86 +159,6 @@ def test_float_metrics_and_boolean_keys(tmp_path: Path, postgres: Postgres, tabl
 
 # ---------------------------------------------------------------------------------------------
 # positions: compare-and-set
-
-
-def test_first_write_inserts_position(pipeline: Pipeline, sink: PostgresSink) -> None:
-    sink.write("g", {(0, "c", "click"): [1, 5, 5, 5]}, [PositionWrite(_pos(0, 10, 1234, 2, 1), None)], [])
-    assert _positions(pipeline) == {("g", "ad-events", 0): (10, 1234, 2, 1)}
-    assert sink.read_positions("g", [("ad-events", 0)]) == {("ad-events", 0): _pos(0, 10, 1234, 2, 1)}
-
-
-def test_the_same_write_twice_merges_once(pipeline: Pipeline, sink: PostgresSink) -> None:
-    """A flush retried after it committed (the commit's answer was lost) must not merge again."""
-    key = (0, "c", "click")
-    first = [PositionWrite(_pos(0, 10, 100), None)]
-    sink.write("g", {key: [2, 10, 4, 6]}, first, [])
-    with pytest.raises(PositionConflict):
-        sink.write("g", {key: [2, 10, 4, 6]}, first, [])
-    later = [PositionWrite(_pos(0, 20, 200), 10)]
-    sink.write("g", {key: [1, 1, 1, 1]}, later, [])
-    with pytest.raises(PositionConflict):
-        sink.write("g", {key: [1, 1, 1, 1]}, later, [])
-    assert _rows(pipeline) == {key: (SIZE, 3, 11, 1, 6)}
-    assert _positions(pipeline) == {("g", "ad-events", 0): (20, 200, 0, 0)}
-
-
-def test_conflict_on_one_partition_rolls_back_the_others(pipeline: Pipeline, sink: PostgresSink) -> None:
-    sink.write("g", {}, [PositionWrite(_pos(1, 10), None)], [])
-    before = (_rows(pipeline), _positions(pipeline))
-    with pytest.raises(PositionConflict) as info:
-        sink.write(
-            "g",
-            {(0, "c", "click"): [1, 5, 5, 5]},
-            [
-                PositionWrite(_pos(0, 7), None),  # would insert
-                PositionWrite(_pos(1, 30), 25),  # stale: the row holds 10
-                PositionWrite(_pos(2, 4), None),  # would insert
-            ],
-            [Reject("ad-events", 0, 1, 1, b"k", b"v", "e")],
-        )
-    assert info.value.partitions == [("ad-events", 1)]
-    assert (_rows(pipeline), _positions(pipeline)) == before
-    assert _rejects(pipeline) == []
-
-
-def test_update_of_missing_row_conflicts(pipeline: Pipeline, sink: PostgresSink) -> None:
-    with pytest.raises(PositionConflict):
-        sink.write("g", {(0, "c", "click"): [1, 5, 5, 5]}, [PositionWrite(_pos(0, 10), 0)], [])
-    assert _rows(pipeline) == {}
-    assert _positions(pipeline) == {}
-
-
-def test_read_positions_returns_what_was_written(sink: PostgresSink) -> None:
-    writes = [PositionWrite(_pos(p, 100 + p, -(2**63) if p == 2 else 1000 * p, p, 2 * p), None) for p in range(4)]
-    sink.write("g", {}, writes, [])
-    sink.write("g", {}, [PositionWrite(Position("other-topic", 0, 5, 6, 7, 8), None)], [])
-    sink.write("g2", {}, [PositionWrite(_pos(0, 99), None)], [])
-    got = sink.read_positions("g", [("ad-events", 0), ("ad-events", 2), ("ad-events", 9), ("other-topic", 0)])
-    assert got == {
-        ("ad-events", 0): writes[0].new,
-        ("ad-events", 2): writes[2].new,
-        ("other-topic", 0): Position("other-topic", 0, 5, 6, 7, 8),
-    }
-    assert sink.read_positions("g2", [("ad-events", 0)]) == {("ad-events", 0): _pos(0, 99)}
-    assert sink.read_positions("nobody", [("ad-events", 0)]) == {}
-
-
-def test_zombie_worker_is_fenced(pipeline: Pipeline) -> None:
-    """Worker A owned partition 0, stalled; B took over from the sink's position and flushed.
-    A's late flush must fail and change nothing."""
-    a, b = PostgresSink(pipeline), PostgresSink(pipeline)
-    try:
-        key = (0, "c", "click")
-        a.write("g", {key: [2, 30, 10, 20]}, [PositionWrite(_pos(0, 2, 100), None)], [])
-        taken = b.read_positions("g", [("ad-events", 0)])[("ad-events", 0)]
-        b.write("g", {key: [1, 5, 5, 5]}, [PositionWrite(_pos(0, 3, 110), taken.next_offset)], [])
-        with pytest.raises(PositionConflict):
-            a.write("g", {key: [1, 5, 5, 5]}, [PositionWrite(_pos(0, 3, 110), 2)], [])
-        assert _rows(pipeline) == {key: (SIZE, 3, 35, 5, 20)}
-        assert _positions(pipeline) == {("g", "ad-events", 0): (3, 110, 0, 0)}
-    finally:
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("other_commits", [True, False], ids=["other-commits", "other-rolls-back"])
@@ -387,19 +273,6 @@ def test_concurrent_merges_of_the_same_keys_lose_nothing(pipeline: Pipeline, str
 # rejects
 
 
-def test_rejects_are_stored(pipeline: Pipeline, sink: PostgresSink) -> None:
-    rejects = [
-        Reject("ad-events", 0, 5, 1_700_000_000_000, b"key", b"\x00\xff garbage", "EOFError: truncated"),
-        Reject("ad-events", 3, 0, -1, None, None, "no value"),
-    ]
-    sink.write("g", {}, [PositionWrite(_pos(0, 6), None)], rejects)
-    sink.write("g", {}, [PositionWrite(_pos(0, 7), 6)], rejects[:1])  # a retried reject is kept once
-    assert _rejects(pipeline) == [
-        ("ad-events", 0, 5, 1_700_000_000_000, b"key", b"\x00\xff garbage", "EOFError: truncated"),
-        ("ad-events", 3, 0, -1, None, None, "no value"),
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # tables: created, reopened, or refused
 
@@ -424,48 +297,24 @@ def test_creates_the_six_tables_with_64_bit_columns(pipeline: Pipeline, sink: Po
         assert types[(f"{t}_replay", column)] == "bigint"
 
 
-def test_reopen_same_pipeline_keeps_data(tmp_path: Path, pipeline: Pipeline) -> None:
-    first = PostgresSink(pipeline)
-    first.write("g", {(0, "c", "click"): [1, 5, 5, 5]}, [PositionWrite(_pos(0, 1), None)], [])
-    first.close()
-    again = open_sink(_pipeline(tmp_path, pipeline.sink.dsn, pipeline.sink.table, name="again.toml"))
-    try:
-        again.write("g", {(0, "c", "click"): [1, 6, 6, 6]}, [PositionWrite(_pos(0, 2), 1)], [])
-        assert again.results()[1] == [(0, SIZE, "c", "click", 2, 11, 5, 6)]
-    finally:
-        again.close()
-
-
 @pytest.mark.parametrize(
-    "metrics",
+    ("metrics", "size", "refusal"),
     [
-        {"events": "count", "spend": "sum:price_micros"},
-        {"events": "count", "spend": "sum:price_micros", "lo": "min:price_micros", "top": "max:price_micros"},
+        ({"events": "count", "spend": "sum:price_micros"}, "1m", "has columns"),
+        ({**METRICS, "spend": "max:price_micros"}, "1m", "computes"),
+        (METRICS, "30s", "computes"),
     ],
+    ids=["other-columns", "metric-kind", "window-size"],
 )
-def test_reopen_with_other_columns_is_refused(tmp_path: Path, pipeline: Pipeline, metrics: dict[str, str]) -> None:
-    PostgresSink(pipeline).close()
-    changed = _pipeline(tmp_path, pipeline.sink.dsn, pipeline.sink.table, metrics, name="changed.toml")
-    with pytest.raises(SinkError, match=f"table '{pipeline.sink.table}' has columns") as info:
-        PostgresSink(changed)
-    assert "drop the old tables" in str(info.value)
-    with pytest.raises(SinkError, match="has columns"):
-        check(changed)
-
-
-@pytest.mark.parametrize(
-    ("metrics", "size"),
-    [({**METRICS, "spend": "max:price_micros"}, "1m"), ({**METRICS, "spend": "sum:user_id"}, "1m"), (METRICS, "30s")],
-    ids=["metric-kind", "metric-field", "window-size"],
-)
-def test_reopen_computing_something_else_is_refused(
-    tmp_path: Path, pipeline: Pipeline, metrics: dict[str, str], size: str
+def test_check_refuses_what_opening_refuses(
+    tmp_path: Path, pipeline: Pipeline, metrics: dict[str, str], size: str, refusal: str
 ) -> None:
+    """check-config reads the tables as opening them would, and says the same, creating nothing."""
     PostgresSink(pipeline).close()
     changed = _pipeline(tmp_path, pipeline.sink.dsn, pipeline.sink.table, metrics, size, name="changed.toml")
-    with pytest.raises(SinkError, match="computes"):
+    with pytest.raises(SinkError, match=refusal):
         PostgresSink(changed)
-    with pytest.raises(SinkError, match="computes"):
+    with pytest.raises(SinkError, match=refusal):
         check(changed)
 
 
@@ -578,12 +427,12 @@ def test_a_server_restart_fails_writes_until_it_is_back(postgres: Postgres, pipe
 
 
 def test_check_reports_what_it_will_create_and_creates_nothing(pipeline: Pipeline) -> None:
-    report = check(pipeline)
+    (report,) = check(pipeline)
     assert "will be created" in report and "PostgreSQL" in report
     t = pipeline.sink.table
     assert _query(pipeline, f"SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '{t}%'") == [(0,)]
     PostgresSink(pipeline).close()
-    assert "match and can be written" in check(pipeline)
+    assert "match and can be written" in check(pipeline)[0]
 
 
 def test_check_names_a_down_server_and_the_fix(tmp_path: Path, table: str) -> None:
@@ -625,22 +474,7 @@ def test_check_names_missing_privileges(postgres: Postgres, pipeline: Pipeline) 
                 check(other)  # flushes thin checkpoints and drop replay filters
             assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON {t}_checkpoints TO {role}" in str(info.value)
             admin.execute(f'GRANT DELETE ON "{t}_checkpoints", "{t}_replay" TO {role}')
-            assert "match and can be written" in check(other)
+            assert "match and can be written" in check(other)[0]
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
-
-
-def test_sqlite_check_says_the_file_will_be_created(tmp_path: Path) -> None:
-    doc = {
-        "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["ad-events"], "group_id": "g"},
-        "schema": {"path": str(SCHEMA)},
-        "window": {"size": "1m"},
-        "aggregate": {"metrics": {"events": "count"}},
-        "sink": {"type": "sqlite", "path": "out.db", "table": "stats"},
-    }
-    (tmp_path / "p.toml").write_text(tomli_w.dumps(doc))
-    p = load(tmp_path / "p.toml")
-    assert "will be created" in "\n".join(check_sink(p))
-    open_sink(p).close()
-    assert "exists" in "\n".join(check_sink(p))

@@ -20,9 +20,10 @@ from consumer.config import Pipeline, load
 from consumer.errors import ConfigError
 from consumer.metrics import WorkerMetrics
 from consumer.replay_plan import ReplayRefused, parse_offsets, parse_timestamp, plan_partition
-from consumer.sinks import Position, ReplayFilter, open_sink
+from consumer.sinks import open_sink
 from consumer.state import PartitionState
 from consumer.testing import LocalBroker, LocalSource, MockedClock
+from consumer.types import Position, ReplayFilter
 from consumer.window import NO_WATERMARK
 from consumer.worker import Worker
 

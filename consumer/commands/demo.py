@@ -40,7 +40,7 @@ from ..errors import EventfleetError, SinkError
 from ..produce import events as generate_events
 from ..produce import produce
 from ..progress import Progress
-from ..sinks import Sink, check_sink, open_sink, positions_in_kafka, use_consumer
+from ..sinks import Sink, check_sink, open_sink
 from .rows import write_rows
 
 DEMO_DIR = Path(".eventfleet") / "demo"
@@ -272,9 +272,9 @@ def _reader(pipeline: config.Pipeline) -> Iterator[Sink]:
     sink = open_sink(pipeline)
     reader = None
     try:
-        if positions_in_kafka(sink):
+        if sink.positions_in_kafka:
             reader = Consumer({**pipeline.kafka.client_settings(), "group.id": pipeline.kafka.group_id})
-            use_consumer(sink, reader)
+            sink.use_consumer(reader)
         yield sink
     finally:
         sink.close()

@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
@@ -51,12 +52,13 @@ from confluent_kafka.cimpl import NewTopic
 
 from .. import faults
 from ..aggregate import Partial, State, merge
-from ..config import Pipeline
+from ..config import MANAGED_PRODUCER_KEYS, Pipeline, SinkSettings, _string
 from ..decode import make_decoder, make_encoder
 from ..errors import ConfigError, EventfleetError, PositionConflict, SinkError
 from ..registry import RegistryUnavailable, connect, header_size
-from . import Position, PositionWrite, Reject, TopicPartition
-from .sqlite import pipeline_signature
+from ..types import Position, PositionWrite, Reject, TopicPartition
+from .base import Sink, SinkType
+from .sql import pipeline_signature
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +271,7 @@ class TransactionAbandoned(SinkError):
     """A transaction call never returned: its producer was dropped, the transaction fenced by the next."""
 
 
-class KafkaSink:
+class KafkaSink(Sink):
     positions_in_kafka = True  # flush step 3 is part of the transaction
     partials_by_partition = True  # each record names the partition its events came from
 
@@ -627,3 +629,75 @@ def check(pipeline: Pipeline) -> list[str]:
     lines.append("message key (schemaless Avro): " + json.dumps(key_schema(pipeline)))
     lines.append("message value (schemaless Avro): " + json.dumps(output_schema(pipeline)))
     return lines
+
+
+# -- the [sink] keys -----------------------------------------------------------------------------
+
+FIELDS_ADDED = ("source_topic", "source_partition")  # to every output record
+
+
+def parse_settings(t: Mapping[str, Any], base: Path) -> SinkSettings:
+    """``[sink] type = "kafka"``: ``topic``, ``config`` (librdkafka producer settings, except those
+    the transactions depend on) and ``registry``."""
+    topic = _string(t, "sink.topic", "topic")
+    extra = t.get("config", {})
+    if not isinstance(extra, Mapping):
+        raise ConfigError(
+            "sink.config",
+            "must be a table of librdkafka producer settings",
+            'write [sink.config] then "key" = value lines',
+        )
+    for name, value in extra.items():
+        if name in MANAGED_PRODUCER_KEYS:
+            raise ConfigError(f"sink.config.{name}", "is managed by eventfleet", MANAGED_PRODUCER_KEYS[name])
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"sink.config.{name}", f"must be a string, number or boolean, got {value!r}", "write a scalar value"
+            )
+    registry = t.get("registry", False)
+    if not isinstance(registry, bool):
+        raise ConfigError("sink.registry", f"must be true or false, got {registry!r}", "write registry = true")
+    return SinkSettings("kafka", None, "", topic=topic, config=dict(extra), registry=registry)
+
+
+def check_pipeline(pipeline: Pipeline) -> None:
+    """What the kafka sink needs from the rest of the pipeline."""
+    kafka, sink, aggregate, dlq = pipeline.kafka, pipeline.sink, pipeline.aggregate, pipeline.dlq
+    dead_letters = {dlq.topic or f"{t}.dlq" for t in kafka.topics}
+    if sink.topic in kafka.topics or sink.topic in dead_letters:
+        raise ConfigError(
+            "sink.topic", f"{sink.topic!r} is a source or dead-letter topic", "name a topic only the sink writes to"
+        )
+    if not dlq.enabled:
+        raise ConfigError(
+            "dlq.enabled",
+            "the kafka sink keeps no rejects table, so undecodable messages need the dead-letter topic",
+            "remove dlq.enabled = false (or use the sqlite sink)",
+        )
+    for name in aggregate.group_by:
+        if name in FIELDS_ADDED:
+            raise ConfigError(
+                "aggregate.group_by",
+                f"{name!r} clashes with a field the kafka sink adds to every record",
+                "group by other fields, or use the sqlite sink",
+            )
+    for m in aggregate.metrics:
+        if m.name in FIELDS_ADDED:
+            raise ConfigError(
+                f"aggregate.metrics.{m.name}", "clashes with a field the kafka sink adds to every record", "rename it"
+            )
+    if sink.registry and pipeline.registry is None:
+        raise ConfigError(
+            "sink.registry",
+            "needs [schema] registry (where to register the output schemas)",
+            'add registry = "URL" under [schema], or remove sink.registry',
+        )
+
+
+SINK = SinkType(
+    keys=("type", "topic", "config", "registry"),
+    parse=parse_settings,
+    open=KafkaSink,
+    check=check,
+    check_pipeline=check_pipeline,
+)

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from consumer.sinks.sqlite import TABLE_SUFFIXES
+from consumer.sinks.sql import TABLE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schemas" / "ad_event.avsc"

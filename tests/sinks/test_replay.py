@@ -3,9 +3,7 @@ filters, reset, clone and swap. Rows are read back with each database's own clie
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,54 +11,32 @@ import pytest
 
 from consumer.config import Pipeline
 from consumer.replay import shadow_pipeline
-from consumer.sinks import (
-    Position,
-    PositionWrite,
-    ReplayableSink,
-    ReplayFilter,
-    ReplayReset,
-    open_sink,
-    replayable,
-)
-from consumer.sinks.sqlite import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES
+from consumer.sinks import ReplayableSink, Sink, open_sink, replayable
+from consumer.sinks.sql import CHECKPOINT_DENSE_MS, CHECKPOINT_SPARSE_MS, TABLE_SUFFIXES
+from consumer.types import Position, PositionWrite, ReplayFilter, ReplayReset
 from consumer.window import NO_WATERMARK
 
-from . import test_postgres_sink, test_sqlite_sink
-from .conftest import Postgres
-from .test_sqlite_sink import SIZE, _pos
+from .conftest import SIZE, Target
 
 T = "ad-events"
-SINKS = ("sqlite", "postgres")
-
-
-@pytest.fixture(params=SINKS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
-def pipeline(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    """The pipeline of a fresh SQLite file, or of fresh tables in the test session's PostgreSQL."""
-    if kind == "sqlite":
-        yield test_sqlite_sink._pipeline(tmp_path)
-    else:
-        yield from _postgres_pipeline(tmp_path, request.getfixturevalue("postgres"))
+def kind(sql_target: Target) -> str:
+    return sql_target.kind
 
 
 @pytest.fixture
-def pg_pipeline(tmp_path: Path, postgres: Postgres) -> Iterator[Pipeline]:
+def pipeline(sql_target: Target) -> Pipeline:
+    """The pipeline of a fresh SQLite file, or of fresh tables in the test session's PostgreSQL
+    (they and their shadow ``<table>_sh`` are dropped afterwards)."""
+    return sql_target.pipeline()
+
+
+@pytest.fixture
+def pg_pipeline(pg_target: Target) -> Pipeline:
     """For the tests of what only PostgreSQL does."""
-    yield from _postgres_pipeline(tmp_path, postgres)
-
-
-def _postgres_pipeline(tmp_path: Path, postgres: Postgres) -> Iterator[Pipeline]:
-    """Fresh tables; they and their shadow ``<table>_sh`` are dropped afterwards."""
-    table = f"t_{uuid.uuid4().hex[:12]}"
-    yield test_postgres_sink._pipeline(tmp_path, postgres.dsn, table)
-    with psycopg.connect(postgres.dsn, autocommit=True) as db:
-        for name in (table, _shadow_name(table)):
-            for suffix in TABLE_SUFFIXES:
-                db.execute(f'DROP TABLE IF EXISTS "{name}{suffix}"')
+    return pg_target.pipeline()
 
 
 @pytest.fixture
@@ -108,6 +84,10 @@ def _checkpoints(pipeline: Pipeline, table: str | None = None) -> list[tuple[Any
     )
 
 
+def _pos(partition: int, offset: int, watermark: int = 0, late: int = 0, invalid: int = 0) -> Position:
+    return Position(T, partition, offset, watermark, late, invalid)
+
+
 def _flush(sink: ReplayableSink, p: Position, expected: int | None, passed: list[Position] | None = None) -> None:
     sink.write("g", {}, [PositionWrite(p, expected, passed or [])], [])
 
@@ -118,7 +98,7 @@ def test_the_sink_is_replayable(sink: ReplayableSink, kind: str) -> None:
 
 
 def test_a_sink_without_replay_is_refused_clearly() -> None:
-    class WriteOnly:  # a sink implementing only the Sink protocol
+    class WriteOnly(Sink):  # a sink without the replay ability
         def read_positions(self, group: str, partitions: list[Any]) -> dict[Any, Position]:
             return {}
 
@@ -130,9 +110,9 @@ def test_a_sink_without_replay_is_refused_clearly() -> None:
         def close(self) -> None: ...
 
     with pytest.raises(Exception, match=r"sink.type.*the kafka sink cannot replay.*Fix: recompute into a new output"):
-        replayable(WriteOnly(), "kafka")  # type: ignore[arg-type]
+        replayable(WriteOnly(), "kafka")
     with pytest.raises(Exception, match=r"sink.type.*the custom sink does not support replay"):
-        replayable(WriteOnly(), "custom")  # type: ignore[arg-type]
+        replayable(WriteOnly(), "custom")
 
 
 def test_checkpoints_keep_the_last_position_per_window_of_the_watermark(
@@ -429,7 +409,7 @@ def test_tables_from_before_replay_get_the_new_tables(pg_pipeline: Pipeline) -> 
         db.execute(f'DROP TABLE "{t}_replay"')
     from consumer.sinks.postgres import check
 
-    assert f"{t}_checkpoints, {t}_replay will be created" in check(pipeline)
+    assert f"{t}_checkpoints, {t}_replay will be created" in check(pipeline)[0]
     again = replayable(open_sink(pipeline), "postgres")
     try:
         assert again.read_positions("g", [(T, 0)]) == {(T, 0): _pos(0, 7, 3)}
