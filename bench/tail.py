@@ -51,7 +51,7 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import machine  # noqa: E402
+from bench.machine import chosen_contenders, local_broker, machine  # noqa: E402
 from consumer import config  # noqa: E402
 from consumer.dev import kafka as devkafka  # noqa: E402
 from consumer.produce import events  # noqa: E402
@@ -79,13 +79,8 @@ def main() -> int:
         help="the eventfleet tail command (e.g. another checkout's: /path/.venv/bin/python -m consumer tail)",
     )
     args = ap.parse_args()
-    only = [c for c in args.only.split(",") if c]
-    unknown = set(only) - set(CONTENDERS)
-    if unknown:
-        ap.error(f"unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}")
-    bootstrap = f"127.0.0.1:{args.port}"
-    if not devkafka.reachable(bootstrap, timeout_s=3):
-        devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
+    only = chosen_contenders(ap, args.only, CONTENDERS)
+    bootstrap = local_broker(args.port)
     if "rsyslog" in only:
         ensure_rsyslog()
 
