@@ -1,10 +1,6 @@
+# The root module (terraform/versions.tf) pins Terraform and the provider's versions.
 terraform {
-  required_version = ">= 1.5.0"
-
   required_providers {
-    aws = {
-      source  = "hashicorp/aws"
-      version = ">= 5.80.0, < 7.0.0"
-    }
+    aws = { source = "hashicorp/aws" }
   }
 }
