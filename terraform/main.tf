@@ -583,14 +583,31 @@ locals {
     "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.metrics_port}/healthz', timeout=4)\"",
   ]
 
+  # What the fleet's container and the tailer share: the image, its entry point, ECS's init process
+  # (it forwards SIGTERM and reaps), and JSON lines to the fleet's log group. A slow CloudWatch
+  # never stalls them: past 4 MB of buffered lines, log lines (not events) are dropped. Each names
+  # the task's environment and secrets itself: through a shared local, checkov no longer resolves
+  # the service module's inputs.
+  eventfleet_container = {
+    image                  = var.image
+    entryPoint             = ["eventfleet"]
+    readonlyRootFilesystem = var.readonly_root_filesystem
+    linuxParameters        = { initProcessEnabled = true }
+  }
+  awslogs_options = {
+    awslogs-group   = aws_cloudwatch_log_group.fleet.name
+    awslogs-region  = local.region
+    mode            = "non-blocking"
+    max-buffer-size = "4m"
+  }
+
   # The supervisor runs workers_per_task workers, logs JSON lines (for the error alarm's filter) and
-  # serves /metrics and /healthz on metrics_port. ECS's init process forwards SIGTERM and reaps.
+  # serves /metrics and /healthz on metrics_port.
   container = merge(
+    local.eventfleet_container,
     {
       name        = "eventfleet"
-      image       = var.image
       essential   = true
-      entryPoint  = ["eventfleet"]
       command     = ["--log-format", "json", "run", "--config", "env:EVENTFLEET_PIPELINE", "--workers", tostring(local.workers_per_task), "--metrics-port", tostring(var.metrics_port)]
       environment = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
       secrets     = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
@@ -599,25 +616,12 @@ locals {
         containerPort = var.metrics_port
         protocol      = "tcp"
       }]
-      stopTimeout            = var.stop_timeout
-      readonlyRootFilesystem = var.readonly_root_filesystem
-      linuxParameters        = { initProcessEnabled = true }
+      stopTimeout = var.stop_timeout
       mountPoints = var.readonly_root_filesystem ? [
         { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
         { sourceVolume = "data", containerPath = "/var/lib/eventfleet", readOnly = false },
       ] : []
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.fleet.name
-          awslogs-region        = local.region
-          awslogs-stream-prefix = "eventfleet"
-          # A slow CloudWatch never stalls the workers: past 4 MB of buffered lines, log lines
-          # (not events) are dropped.
-          mode            = "non-blocking"
-          max-buffer-size = "4m"
-        }
-      }
+      logConfiguration = { logDriver = "awslogs", options = merge(local.awslogs_options, { awslogs-stream-prefix = "eventfleet" }) }
     },
     length(local.health_check_command) == 0 ? {} : {
       healthCheck = {
@@ -891,19 +895,15 @@ locals {
   # restarts it in place (the positions committed in Kafka say where to go on) without stopping
   # the application. Add it (with a "logs" volume) to a task definition of your own: output
   # tail_container_definition.
-  tail_container = {
-    name                   = "tail"
-    image                  = var.image
-    essential              = false
-    restartPolicy          = { enabled = true, restartAttemptPeriod = 60 }
-    entryPoint             = ["eventfleet"]
-    command                = ["--log-format", "json", "tail", "--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", tostring(var.tail_metrics_port)]
-    environment            = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
-    secrets                = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
-    portMappings           = [{ name = "tail-metrics", containerPort = var.tail_metrics_port, protocol = "tcp" }]
-    stopTimeout            = var.tail_stop_timeout
-    readonlyRootFilesystem = var.readonly_root_filesystem
-    linuxParameters        = { initProcessEnabled = true }
+  tail_container = merge(local.eventfleet_container, {
+    name          = "tail"
+    essential     = false
+    restartPolicy = { enabled = true, restartAttemptPeriod = 60 }
+    command       = ["--log-format", "json", "tail", "--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", tostring(var.tail_metrics_port)]
+    environment   = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+    secrets       = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
+    portMappings  = [{ name = "tail-metrics", containerPort = var.tail_metrics_port, protocol = "tcp" }]
+    stopTimeout   = var.tail_stop_timeout
     # The tailer never writes, truncates nor deletes a log file.
     mountPoints = concat(
       [{ sourceVolume = "logs", containerPath = var.tail_log_path, readOnly = true }],
@@ -916,17 +916,8 @@ locals {
       retries     = 3
       startPeriod = 30
     }
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.fleet.name
-        awslogs-region        = local.region
-        awslogs-stream-prefix = "tail"
-        mode                  = "non-blocking"
-        max-buffer-size       = "4m"
-      }
-    }
-  }
+    logConfiguration = { logDriver = "awslogs", options = merge(local.awslogs_options, { awslogs-stream-prefix = "tail" }) }
+  })
 
   # The application writes to the log volume; it starts after the tailer and so stops before it
   # (ECS stops containers in the reverse order of their dependencies): the tailer reads the last

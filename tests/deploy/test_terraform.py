@@ -746,8 +746,9 @@ def test_tail_task_shares_a_log_volume_between_the_app_and_the_tailer() -> None:
 
 
 def _evaluate_tail(tmp_path: Path, app: dict[str, Any] | None, **variables: Any) -> dict[str, Any]:
-    """tail_app and tail_container as main.tf writes them, evaluated by terraform; the log group
-    (a resource) and the fleet's environment stand in as fixed locals."""
+    """tail_app and tail_container (with what it shares with the fleet's container) as main.tf
+    writes them, evaluated by terraform; the log group (a resource) and the fleet's environment
+    stand in as fixed locals."""
     module = tmp_path / "tail"
     module.mkdir()
     inputs = {
@@ -765,13 +766,17 @@ def _evaluate_tail(tmp_path: Path, app: dict[str, Any] | None, **variables: Any)
         "environment": {"AWS_REGION": "eu-west-1"},
         "secrets": {"EVENTFLEET_PIPELINE": "arn:aws:ssm:x"},
     }
-    container = _local_block("tail_container").replace("aws_cloudwatch_log_group.fleet.name", "local.log_group_name")
+    shared = {name: _local_block(name) for name in ("eventfleet_container", "awslogs_options", "tail_container")}
+    shared["awslogs_options"] = shared["awslogs_options"].replace(
+        "aws_cloudwatch_log_group.fleet.name", "local.log_group_name"
+    )
     module.joinpath("main.tf").write_text(
         "\n".join(f'variable "{v}" {{\n  type    = any\n  default = null\n}}' for v in inputs)
         + "\n".join(f'\nvariable "fixed_{f}" {{\n  type    = any\n}}' for f in fixed)
         + "\nlocals {\n"
         + "".join(f"  {f} = var.fixed_{f}\n" for f in fixed)
-        + f"  tail_container = {container}\n  tail_app = {_local_block('tail_app')}\n}}\n"
+        + "".join(f"  {name} = {text}\n" for name, text in shared.items())
+        + f"  tail_app = {_local_block('tail_app')}\n}}\n"
         + 'output "tail_container" {\n  value = local.tail_container\n}\n'
         + 'output "tail_app" {\n  value = local.tail_app\n}\n'
     )
