@@ -45,7 +45,7 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import chosen_contenders, local_broker, machine  # noqa: E402
+from bench.harness import chosen_contenders, local_broker, machine, print_medians  # noqa: E402
 from consumer import config  # noqa: E402
 from consumer.dev import kafka as devkafka  # noqa: E402
 from consumer.dev import postgres as devpostgres  # noqa: E402
@@ -578,12 +578,12 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def print_table(s: dict[str, dict[str, float]], events: int) -> None:
-    print(f"\nmedian of the runs, {events:,} events:")
-    print(f"{'contender':22s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
-    for name, r in s.items():
-        print(f"{name:22s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
-    for k, v in ratios(s).items():
-        print(f"{k}: {v:.2f}x")
+    columns = [
+        ("events/s", "events_per_s", 12, ",.0f"),
+        ("CPU-s per M", "cpu_s_per_m", 12, ".2f"),
+        ("peak RSS MB", "rss_mb", 12, ".0f"),
+    ]
+    print_medians(s, f"{events:,} events", 22, columns, ratios(s))
 
 
 def ensure_quix_venv() -> None:

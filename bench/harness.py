@@ -1,5 +1,6 @@
 """What both benchmarks (bench/run.py, bench/tail.py) share: the machine they ran on, the
---only contenders they were asked for and the local broker they run against."""
+--only contenders they were asked for, the local broker they run against and the table of
+medians they print."""
 
 import argparse
 import os
@@ -49,3 +50,20 @@ def local_broker(port: int) -> str:
     if not devkafka.reachable(bootstrap, timeout_s=3):
         devkafka.Broker(ROOT / devkafka.default_home(port), port).up()
     return bootstrap
+
+
+def print_medians(
+    summary: dict[str, dict[str, float]],
+    of: str,
+    name_width: int,
+    columns: list[tuple[str, str, int, str]],
+    ratios: dict[str, float],
+) -> None:
+    """The medians of the runs (``of``: "2,000,000 events"), a row a contender and a column a
+    (header, key, width, format) of ``columns``, then the ratios."""
+    print(f"\nmedian of the runs, {of}:")
+    print(" ".join([f"{'contender':{name_width}s}", *(f"{h:>{w}s}" for h, _, w, _ in columns)]))
+    for name, r in summary.items():
+        print(" ".join([f"{name:{name_width}s}", *(f"{r[k]:>{w}{fmt}}" for _, k, w, fmt in columns)]))
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
