@@ -65,6 +65,13 @@ class Tail:
         self.p.procs.append(proc)  # killed by the pipeline fixture at the end
         return proc
 
+    def start_on(self, live: Path, lines: int) -> None:
+        """``live`` holding the lines numbered 0 to lines - 1, the tailer started on it, and all
+        of them in the topic."""
+        write(live, jlines(0, lines))
+        self.start()
+        wait_for_numbers(self.p, self, lines)
+
     def kill(self) -> None:
         proc = self.procs[-1]
         proc.send_signal(signal.SIGKILL)
@@ -319,11 +326,9 @@ def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(
 
 
 def test_rotation_across_a_restart_with_a_glob_naming_only_the_live_file(pipeline: Any, tmp_path: Path) -> None:
-    logs, p, tail = tailed(pipeline, tmp_path, glob="app.log")
+    logs, _, tail = tailed(pipeline, tmp_path, glob="app.log")
     live = logs / "app.log"
-    write(live, jlines(0, 100))
-    tail.start()
-    wait_for_numbers(p, tail, 100)
+    tail.start_on(live, 100)
     tail.kill()
     write(live, jlines(100, 150))  # unread when the file is renamed
     live.rename(logs / "app.log.1")
@@ -337,9 +342,7 @@ def test_rotation_across_a_restart_with_a_glob_naming_only_the_live_file(pipelin
 def test_copytruncate_reads_the_file_again_and_never_its_copy_twice(pipeline: Any, tmp_path: Path) -> None:
     logs, p, tail = tailed(pipeline, tmp_path)  # the glob app.log* matches the copy app.log.1
     live = logs / "app.log"
-    write(live, jlines(0, 100))
-    tail.start()
-    wait_for_numbers(p, tail, 100)
+    tail.start_on(live, 100)
     write(live, jlines(100, 150))
     tail.kill()  # 100-149 may be unread when the copy is taken: they are read from the copy
     copytruncate(live, logs / "app.log.1")
@@ -359,11 +362,9 @@ def test_copytruncate_reads_the_file_again_and_never_its_copy_twice(pipeline: An
 
 
 def test_copytruncate_with_the_glob_naming_only_the_live_file(pipeline: Any, tmp_path: Path) -> None:
-    logs, p, tail = tailed(pipeline, tmp_path, glob="app.log")
+    logs, _, tail = tailed(pipeline, tmp_path, glob="app.log")
     live = logs / "app.log"
-    write(live, jlines(0, 300))
-    tail.start()
-    wait_for_numbers(p, tail, 300)
+    tail.start_on(live, 300)
     copytruncate(live, logs / "app.log.1")
     write(live, jlines(300, 310))  # shorter than before: shrunk below the position
     tail.assert_once(range(310))
@@ -378,11 +379,9 @@ def test_copytruncate_with_the_glob_naming_only_the_live_file(pipeline: Any, tmp
 
 
 def test_an_inode_reused_by_a_new_file_is_read_from_its_start(pipeline: Any, tmp_path: Path) -> None:
-    logs, p, tail = tailed(pipeline, tmp_path)
+    logs, _, tail = tailed(pipeline, tmp_path)
     live = logs / "app.log"
-    write(live, jlines(0, 200))
-    tail.start()
-    wait_for_numbers(p, tail, 200)
+    tail.start_on(live, 200)
     assert tail.stop() == 0
     inode = live.stat().st_ino
     live.unlink()
