@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import signal
 import sqlite3
@@ -33,12 +32,12 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-import fastavro
 import tomli_w
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -46,6 +45,7 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import chosen_contenders, local_broker, machine, print_medians  # noqa: E402
 from consumer import config  # noqa: E402
 from consumer.dev import kafka as devkafka  # noqa: E402
 from consumer.dev import postgres as devpostgres  # noqa: E402
@@ -87,14 +87,8 @@ def main() -> int:
                     help="writer versions of the framed values, interleaved")  # fmt: skip
     ap.add_argument("--tag", help="write bench/results/TAG-<time>.json (left out of the report)")
     args = ap.parse_args()
-    only = [c for c in args.only.split(",") if c]
-    unknown = set(only) - set(CONTENDERS)
-    if unknown:
-        ap.error(f"unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}")
-
-    bootstrap = f"127.0.0.1:{args.port}"
-    if not devkafka.reachable(bootstrap, timeout_s=3):
-        devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
+    only = chosen_contenders(ap, args.only, CONTENDERS)
+    bootstrap = local_broker(args.port)
     if any(name.startswith("quix") for name in only):
         ensure_quix_venv()
     registry = None
@@ -216,7 +210,7 @@ def run_script(
 
 def run_naive_registry(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
     extra = ["--registry", REG.url]
-    return run_script(sys.executable, "naive_registry.py", work, extra, bootstrap, topic, group, events)
+    return run_script(sys.executable, "naive.py", work, extra, bootstrap, topic, group, events)
 
 
 def run_quix_registry(work: Path, bootstrap: str, topic: str, group: str, events: int) -> dict[str, Any]:
@@ -437,54 +431,59 @@ def wait_sink_complete(
     dsn: str | None = None,
     table: str = "ad_stats",
 ) -> float:
-    """The moment the sink's positions cover every event (polled every 20 ms; PostgreSQL over one
-    connection, so that the polling costs the server next to nothing)."""
+    """The moment the sink's positions cover every event (PostgreSQL over one connection, so that
+    the polling costs the server next to nothing)."""
     import psycopg
 
-    deadline = time.monotonic() + TIMEOUT_S
     query = f"SELECT coalesce(sum(next_offset), 0) FROM {table}_positions WHERE consumer_group = ? AND topic = ?"
     pg = psycopg.connect(dsn, autocommit=True) if dsn else None
+
+    def done() -> int:
+        try:
+            if pg is not None:
+                ((n,),) = pg.execute(query.replace("?", "%s"), (group, topic)).fetchall()
+            else:
+                ((n,),) = sink_query(db, None, query, (group, topic))
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
+            return 0
+        return int(n)
+
     try:
-        while time.monotonic() < deadline:
-            try:
-                if pg is not None:
-                    ((done,),) = pg.execute(query.replace("?", "%s"), (group, topic)).fetchall()
-                else:
-                    ((done,),) = sink_query(db, None, query, (group, topic))
-            except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
-                done = 0
-            if done >= events:
-                return time.time()
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit("an eventfleet worker exited early")
-            time.sleep(0.02)
+        return wait_done(done, events, procs)
     finally:
         if pg is not None:
             pg.close()
-    raise SystemExit("eventfleet did not finish in time")
 
 
 def wait_offsets_committed(
     bootstrap: str, group: str, topic: str, events: int, procs: list[subprocess.Popen[bytes]]
 ) -> float:
     """The kafka sink: the moment the group's committed offsets (committed in the same
-    transactions as the output records) cover every event (polled every 20 ms)."""
+    transactions as the output records) cover every event."""
     probe = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         parts = [confluent_kafka.TopicPartition(topic, p) for p in probe.list_topics(topic).topics[topic].partitions]
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
+
+        def done() -> int:
             try:
-                done = sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
+                return sum(max(tp.offset, 0) for tp in probe.committed(parts, timeout=10))
             except confluent_kafka.KafkaException:
-                done = 0  # a transaction holds them: not yet
-            if done >= events:
-                return time.time()
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit("an eventfleet worker exited early")
-            time.sleep(0.02)
+                return 0  # a transaction holds them: not yet
+
+        return wait_done(done, events, procs)
     finally:
         probe.close()
+
+
+def wait_done(done: Callable[[], int], events: int, procs: list[subprocess.Popen[bytes]]) -> float:
+    """The moment ``done()`` (polled every 20 ms) reaches ``events``, while every worker runs."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if done() >= events:
+            return time.time()
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("an eventfleet worker exited early")
+        time.sleep(0.02)
     raise SystemExit("eventfleet did not finish in time")
 
 
@@ -579,29 +578,12 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def print_table(s: dict[str, dict[str, float]], events: int) -> None:
-    print(f"\nmedian of the runs, {events:,} events:")
-    print(f"{'contender':22s} {'events/s':>12s} {'CPU-s per M':>12s} {'peak RSS MB':>12s}")
-    for name, r in s.items():
-        print(f"{name:22s} {r['events_per_s']:>12,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>12.0f}")
-    for k, v in ratios(s).items():
-        print(f"{k}: {v:.2f}x")
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(),
-        "kafka": devkafka.KAFKA_VERSION,
-        "confluent_kafka": confluent_kafka.__version__,
-        "librdkafka": confluent_kafka.libversion()[0],
-        "fastavro": fastavro.__version__,
-    }
+    columns = [
+        ("events/s", "events_per_s", 12, ",.0f"),
+        ("CPU-s per M", "cpu_s_per_m", 12, ".2f"),
+        ("peak RSS MB", "rss_mb", 12, ".0f"),
+    ]
+    print_medians(s, f"{events:,} events", 22, columns, ratios(s))
 
 
 def ensure_quix_venv() -> None:

@@ -51,7 +51,7 @@ from confluent_kafka.cimpl import NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import machine  # noqa: E402
+from bench.harness import chosen_contenders, local_broker, machine, print_medians  # noqa: E402
 from consumer import config  # noqa: E402
 from consumer.dev import kafka as devkafka  # noqa: E402
 from consumer.produce import events  # noqa: E402
@@ -79,13 +79,8 @@ def main() -> int:
         help="the eventfleet tail command (e.g. another checkout's: /path/.venv/bin/python -m consumer tail)",
     )
     args = ap.parse_args()
-    only = [c for c in args.only.split(",") if c]
-    unknown = set(only) - set(CONTENDERS)
-    if unknown:
-        ap.error(f"unknown contenders {sorted(unknown)}; choose from {', '.join(CONTENDERS)}")
-    bootstrap = f"127.0.0.1:{args.port}"
-    if not devkafka.reachable(bootstrap, timeout_s=3):
-        devkafka.Broker(ROOT / devkafka.default_home(args.port), args.port).up()
+    only = chosen_contenders(ap, args.only, CONTENDERS)
+    bootstrap = local_broker(args.port)
     if "rsyslog" in only:
         ensure_rsyslog()
 
@@ -417,15 +412,14 @@ def ratios(s: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def print_table(s: dict[str, dict[str, float]], lines: int) -> None:
-    print(f"\nmedian of the runs, {lines:,} lines:")
-    print(f"{'contender':12s} {'lines/s':>10s} {'CPU-s per M':>12s} {'RSS MB':>7s} {'lost':>6s} {'dup':>6s}")
-    for name, r in s.items():
-        print(
-            f"{name:12s} {r['lines_per_s']:>10,.0f} {r['cpu_s_per_m']:>12.2f} {r['rss_mb']:>7.0f} "
-            f"{r['lost']:>6,.0f} {r['duplicated']:>6,.0f}"
-        )
-    for k, v in ratios(s).items():
-        print(f"{k}: {v:.2f}x")
+    columns = [
+        ("lines/s", "lines_per_s", 10, ",.0f"),
+        ("CPU-s per M", "cpu_s_per_m", 12, ".2f"),
+        ("RSS MB", "rss_mb", 7, ".0f"),
+        ("lost", "lost", 6, ",.0f"),
+        ("dup", "duplicated", 6, ",.0f"),
+    ]
+    print_medians(s, f"{lines:,} lines", 12, columns, ratios(s))
 
 
 if __name__ == "__main__":

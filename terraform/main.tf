@@ -229,14 +229,6 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-resource "aws_iam_role" "task" {
-  name_prefix        = "${var.name}-task-"
-  description        = "The eventfleet workers of ${var.name}: MSK IAM access to their topics, group and dead-letter topics"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-
-  tags = local.tags
-}
-
 # Least privilege for MSK IAM access control: what eventfleet's clients do, on exactly the cluster,
 # topics and group of this pipeline. The consumer joins the group and commits (AlterGroup), reads
 # committed offsets (DescribeGroup) and reads the topics; the dead-letter producer is idempotent
@@ -276,7 +268,7 @@ resource "aws_iam_role_policy" "task_msk" {
   count = local.on_msk ? 1 : 0
 
   name   = "msk-iam"
-  role   = aws_iam_role.task.id
+  role   = module.fleet.task_role_id
   policy = data.aws_iam_policy_document.msk[0].json
 }
 
@@ -315,7 +307,7 @@ resource "aws_iam_role_policy" "task_glue" {
   count = var.glue_schema_registry != null ? 1 : 0
 
   name   = "glue-schema-registry"
-  role   = aws_iam_role.task.id
+  role   = module.fleet.task_role_id
   policy = data.aws_iam_policy_document.glue[0].json
 }
 
@@ -591,14 +583,31 @@ locals {
     "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.metrics_port}/healthz', timeout=4)\"",
   ]
 
+  # What the fleet's container and the tailer share: the image, its entry point, ECS's init process
+  # (it forwards SIGTERM and reaps), and JSON lines to the fleet's log group. A slow CloudWatch
+  # never stalls them: past 4 MB of buffered lines, log lines (not events) are dropped. Each names
+  # the task's environment and secrets itself: through a shared local, checkov no longer resolves
+  # the service module's inputs.
+  eventfleet_container = {
+    image                  = var.image
+    entryPoint             = ["eventfleet"]
+    readonlyRootFilesystem = var.readonly_root_filesystem
+    linuxParameters        = { initProcessEnabled = true }
+  }
+  awslogs_options = {
+    awslogs-group   = aws_cloudwatch_log_group.fleet.name
+    awslogs-region  = local.region
+    mode            = "non-blocking"
+    max-buffer-size = "4m"
+  }
+
   # The supervisor runs workers_per_task workers, logs JSON lines (for the error alarm's filter) and
-  # serves /metrics and /healthz on metrics_port. ECS's init process forwards SIGTERM and reaps.
+  # serves /metrics and /healthz on metrics_port.
   container = merge(
+    local.eventfleet_container,
     {
       name        = "eventfleet"
-      image       = var.image
       essential   = true
-      entryPoint  = ["eventfleet"]
       command     = ["--log-format", "json", "run", "--config", "env:EVENTFLEET_PIPELINE", "--workers", tostring(local.workers_per_task), "--metrics-port", tostring(var.metrics_port)]
       environment = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
       secrets     = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
@@ -607,25 +616,12 @@ locals {
         containerPort = var.metrics_port
         protocol      = "tcp"
       }]
-      stopTimeout            = var.stop_timeout
-      readonlyRootFilesystem = var.readonly_root_filesystem
-      linuxParameters        = { initProcessEnabled = true }
+      stopTimeout = var.stop_timeout
       mountPoints = var.readonly_root_filesystem ? [
         { sourceVolume = "tmp", containerPath = "/tmp", readOnly = false },
         { sourceVolume = "data", containerPath = "/var/lib/eventfleet", readOnly = false },
       ] : []
-      logConfiguration = {
-        logDriver = "awslogs"
-        options = {
-          awslogs-group         = aws_cloudwatch_log_group.fleet.name
-          awslogs-region        = local.region
-          awslogs-stream-prefix = "eventfleet"
-          # A slow CloudWatch never stalls the workers: past 4 MB of buffered lines, log lines
-          # (not events) are dropped.
-          mode            = "non-blocking"
-          max-buffer-size = "4m"
-        }
-      }
+      logConfiguration = { logDriver = "awslogs", options = merge(local.awslogs_options, { awslogs-stream-prefix = "eventfleet" }) }
     },
     length(local.health_check_command) == 0 ? {} : {
       healthCheck = {
@@ -639,139 +635,82 @@ locals {
   )
 }
 
-resource "aws_ecs_task_definition" "this" {
-  #checkov:skip=CKV_AWS_336:The root filesystem is writable unless readonly_root_filesystem is set: the fleet writes /tmp (Prometheus multiprocess files) and its working directory (a SQLite sink), and Fargate bind mounts are root-owned unless the image declares them as VOLUME.
-  family                   = var.name
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = tostring(var.cpu)
-  memory                   = tostring(var.memory)
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
-  container_definitions    = jsonencode([local.container])
+module "fleet" {
+  source = "./modules/service"
 
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = var.cpu_architecture
-  }
+  name               = var.name
+  role_suffix        = "task"
+  role_description   = "The eventfleet workers of ${var.name}: MSK IAM access to their topics, group and dead-letter topics"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  execution_role_arn = aws_iam_role.execution.arn
 
-  dynamic "ephemeral_storage" {
-    for_each = var.ephemeral_storage_gib != null ? [var.ephemeral_storage_gib] : []
-    content {
-      size_in_gib = ephemeral_storage.value
-    }
-  }
+  containers            = [local.container]
+  volumes               = var.readonly_root_filesystem ? ["tmp", "data"] : []
+  ephemeral_storage_gib = var.ephemeral_storage_gib
+  cpu                   = var.cpu
+  memory                = var.memory
+  cpu_architecture      = var.cpu_architecture
 
-  dynamic "volume" {
-    for_each = var.readonly_root_filesystem ? ["tmp", "data"] : []
-    content {
-      name = volume.value
-    }
-  }
+  cluster_arn        = local.ecs_cluster_arn
+  cluster_name       = local.ecs_cluster_name
+  min_tasks          = var.min_tasks
+  max_tasks          = local.max_tasks
+  subnet_ids         = var.subnet_ids
+  security_group_ids = [aws_security_group.tasks.id]
+  assign_public_ip   = var.assign_public_ip
 
-  tags = local.tags
-
-  lifecycle {
-    precondition {
+  preconditions = [
+    {
       condition     = contains(local.fargate_memory[tostring(var.cpu)], var.memory)
       error_message = "memory ${var.memory} MiB is not a Fargate size for cpu ${var.cpu}: allowed are ${join(", ", local.fargate_memory[tostring(var.cpu)])}."
-    }
-    precondition {
+    },
+    {
       condition     = strcontains(var.pipeline_toml, var.consumer_group) && alltrue([for t in var.topics : strcontains(var.pipeline_toml, t)])
       error_message = "pipeline_toml must name the consumer_group and every topic given to the module: IAM permissions and lag metrics are scoped to them."
-    }
-    precondition {
+    },
+    {
       condition     = var.create_msk_cluster || var.bootstrap_servers != null || !strcontains(var.pipeline_toml, "EVENTFLEET_BOOTSTRAP_SERVERS")
       error_message = "pipeline_toml reads $${EVENTFLEET_BOOTSTRAP_SERVERS}: set bootstrap_servers, or create_msk_cluster = true."
-    }
-    precondition {
+    },
+    {
       condition     = var.schema_registry_secret_arn == null || var.schema_registry_url != null
       error_message = "schema_registry_secret_arn holds credentials for a registry: set schema_registry_url too."
-    }
-    precondition {
+    },
+    {
       condition     = var.schema_registry_url != null || contains(keys(var.environment), "EVENTFLEET_REGISTRY_URL") || !strcontains(var.pipeline_toml, "EVENTFLEET_REGISTRY_URL")
       error_message = "pipeline_toml reads $${EVENTFLEET_REGISTRY_URL}: set schema_registry_url."
-    }
-  }
-}
-
-resource "aws_ecs_service" "this" {
-  name             = var.name
-  cluster          = local.ecs_cluster_arn
-  task_definition  = aws_ecs_task_definition.this.arn
-  desired_count    = var.min_tasks
-  launch_type      = "FARGATE"
-  platform_version = "LATEST"
-
-  enable_ecs_managed_tags = true
-  propagate_tags          = "SERVICE"
-
-  # A rolling deployment starts the new tasks before stopping the old ones: the group rebalances
-  # (cooperative-sticky) and each stopped task flushes and commits on SIGTERM.
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-
-  # Tasks that fail to start or to become healthy stop the deployment and roll back to the last
-  # task definition that ran, instead of replacing working consumers with crashing ones.
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
-  }
-
-  network_configuration {
-    subnets          = var.subnet_ids
-    security_groups  = [aws_security_group.tasks.id]
-    assign_public_ip = var.assign_public_ip
-  }
-
-  tags = local.tags
-
-  lifecycle {
-    # Application Auto Scaling owns the task count after creation.
-    ignore_changes = [desired_count]
-
-    precondition {
+    },
+    {
       condition     = var.create_ecs_cluster || var.ecs_cluster_arn != null
       error_message = "Set ecs_cluster_arn when create_ecs_cluster is false."
-    }
-  }
+    },
+    {
+      condition     = local.max_tasks <= local.task_ceiling
+      error_message = "max_tasks ${local.max_tasks} exceeds ceil(partitions / workers_per_task) = ${local.task_ceiling}: the extra tasks would hold no partition."
+    },
+    {
+      condition     = var.min_tasks <= local.max_tasks
+      error_message = "min_tasks must not exceed the task ceiling (${local.max_tasks})."
+    },
+    {
+      condition     = !local.sqlite_sink || local.max_tasks == 1
+      error_message = "The pipeline's sink is SQLite, a file inside one task that other tasks cannot share: set max_tasks = 1, or use a sink that every task shares."
+    },
+  ]
+
+  tags = local.tags
 }
 
 ################################################################################
 # Autoscaling: CPU and consumer lag, never beyond one worker per partition
 ################################################################################
 
-resource "aws_appautoscaling_target" "this" {
-  service_namespace  = "ecs"
-  resource_id        = "service/${local.ecs_cluster_name}/${aws_ecs_service.this.name}"
-  scalable_dimension = "ecs:service:DesiredCount"
-  min_capacity       = var.min_tasks
-  max_capacity       = local.max_tasks
-
-  tags = local.tags
-
-  lifecycle {
-    precondition {
-      condition     = local.max_tasks <= local.task_ceiling
-      error_message = "max_tasks ${local.max_tasks} exceeds ceil(partitions / workers_per_task) = ${local.task_ceiling}: the extra tasks would hold no partition."
-    }
-    precondition {
-      condition     = var.min_tasks <= local.max_tasks
-      error_message = "min_tasks must not exceed the task ceiling (${local.max_tasks})."
-    }
-    precondition {
-      condition     = !local.sqlite_sink || local.max_tasks == 1
-      error_message = "The pipeline's sink is SQLite, a file inside one task that other tasks cannot share: set max_tasks = 1, or use a sink that every task shares."
-    }
-  }
-}
-
 resource "aws_appautoscaling_policy" "cpu" {
   name               = "${var.name}-cpu"
   policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  resource_id        = aws_appautoscaling_target.this.resource_id
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+  service_namespace  = module.fleet.scalable_target.service_namespace
+  resource_id        = module.fleet.scalable_target.resource_id
+  scalable_dimension = module.fleet.scalable_target.scalable_dimension
 
   target_tracking_scaling_policy_configuration {
     target_value       = var.cpu_target_percent
@@ -792,9 +731,9 @@ resource "aws_appautoscaling_policy" "lag" {
 
   name               = "${var.name}-consumer-lag"
   policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  resource_id        = aws_appautoscaling_target.this.resource_id
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+  service_namespace  = module.fleet.scalable_target.service_namespace
+  resource_id        = module.fleet.scalable_target.resource_id
+  scalable_dimension = module.fleet.scalable_target.scalable_dimension
 
   target_tracking_scaling_policy_configuration {
     target_value       = var.lag_target_per_task
@@ -851,7 +790,7 @@ resource "aws_appautoscaling_policy" "lag" {
             }
             dimensions {
               name  = "ServiceName"
-              value = aws_ecs_service.this.name
+              value = module.fleet.service_name
             }
           }
         }
@@ -956,19 +895,15 @@ locals {
   # restarts it in place (the positions committed in Kafka say where to go on) without stopping
   # the application. Add it (with a "logs" volume) to a task definition of your own: output
   # tail_container_definition.
-  tail_container = {
-    name                   = "tail"
-    image                  = var.image
-    essential              = false
-    restartPolicy          = { enabled = true, restartAttemptPeriod = 60 }
-    entryPoint             = ["eventfleet"]
-    command                = ["--log-format", "json", "tail", "--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", tostring(var.tail_metrics_port)]
-    environment            = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
-    secrets                = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
-    portMappings           = [{ name = "tail-metrics", containerPort = var.tail_metrics_port, protocol = "tcp" }]
-    stopTimeout            = var.tail_stop_timeout
-    readonlyRootFilesystem = var.readonly_root_filesystem
-    linuxParameters        = { initProcessEnabled = true }
+  tail_container = merge(local.eventfleet_container, {
+    name          = "tail"
+    essential     = false
+    restartPolicy = { enabled = true, restartAttemptPeriod = 60 }
+    command       = ["--log-format", "json", "tail", "--config", "env:EVENTFLEET_PIPELINE", "--metrics-port", tostring(var.tail_metrics_port)]
+    environment   = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+    secrets       = [for k in sort(keys(local.secrets)) : { name = k, valueFrom = local.secrets[k] }]
+    portMappings  = [{ name = "tail-metrics", containerPort = var.tail_metrics_port, protocol = "tcp" }]
+    stopTimeout   = var.tail_stop_timeout
     # The tailer never writes, truncates nor deletes a log file.
     mountPoints = concat(
       [{ sourceVolume = "logs", containerPath = var.tail_log_path, readOnly = true }],
@@ -981,17 +916,8 @@ locals {
       retries     = 3
       startPeriod = 30
     }
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.fleet.name
-        awslogs-region        = local.region
-        awslogs-stream-prefix = "tail"
-        mode                  = "non-blocking"
-        max-buffer-size       = "4m"
-      }
-    }
-  }
+    logConfiguration = { logDriver = "awslogs", options = merge(local.awslogs_options, { awslogs-stream-prefix = "tail" }) }
+  })
 
   # The application writes to the log volume; it starts after the tailer and so stops before it
   # (ECS stops containers in the reverse order of their dependencies): the tailer reads the last
@@ -1000,16 +926,6 @@ locals {
     mountPoints = concat(try(var.tail_app_container.mountPoints, []), [{ sourceVolume = "logs", containerPath = var.tail_log_path, readOnly = false }])
     dependsOn   = concat(try(var.tail_app_container.dependsOn, []), [{ containerName = "tail", condition = "START" }])
   })
-}
-
-resource "aws_iam_role" "tail" {
-  count = var.tail_enabled ? 1 : 0
-
-  name_prefix        = "${var.name}-tail-"
-  description        = "eventfleet tail beside the application of ${var.name}: writes its topic, dead letters and positions in Kafka transactions"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-
-  tags = local.tags
 }
 
 # Least privilege for the tailer on MSK: a transactional, idempotent producer of its topic, its
@@ -1053,7 +969,7 @@ resource "aws_iam_role_policy" "tail_msk" {
   count = local.msk_tail ? 1 : 0
 
   name   = "msk-iam"
-  role   = aws_iam_role.tail[0].id
+  role   = module.tail[0].task_role_id
   policy = data.aws_iam_policy_document.msk_tail[0].json
 }
 
@@ -1063,84 +979,92 @@ resource "aws_iam_role_policy" "tail_glue" {
   count = var.tail_enabled && var.glue_schema_registry != null ? 1 : 0
 
   name   = "glue-schema-registry"
-  role   = aws_iam_role.tail[0].id
+  role   = module.tail[0].task_role_id
   policy = data.aws_iam_policy_document.glue[0].json
 }
 
-resource "aws_ecs_task_definition" "tail" {
-  #checkov:skip=CKV_AWS_336:The application container is the caller's to harden; the tailer's root filesystem is read-only with readonly_root_filesystem, as the fleet's.
-  count = var.tail_enabled ? 1 : 0
+module "tail" {
+  source = "./modules/service"
+  count  = var.tail_enabled ? 1 : 0
 
-  family                   = "${var.name}-tail"
-  requires_compatibilities = ["FARGATE"]
-  network_mode             = "awsvpc"
-  cpu                      = tostring(var.tail_cpu)
-  memory                   = tostring(var.tail_memory)
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.tail[0].arn
-  container_definitions    = jsonencode([local.tail_container, local.tail_app])
+  name               = "${var.name}-tail"
+  role_suffix        = "tail"
+  role_description   = "eventfleet tail beside the application of ${var.name}: writes its topic, dead letters and positions in Kafka transactions"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  execution_role_arn = aws_iam_role.execution.arn
 
-  runtime_platform {
-    operating_system_family = "LINUX"
-    cpu_architecture        = var.cpu_architecture
-  }
+  containers       = [local.tail_container, local.tail_app]
+  volumes          = concat(["logs"], var.readonly_root_filesystem ? ["tail-tmp"] : [])
+  cpu              = var.tail_cpu
+  memory           = var.tail_memory
+  cpu_architecture = var.cpu_architecture
 
-  # The log volume: a task bind mount on the task's ephemeral storage, as long-lived as the task.
-  dynamic "volume" {
-    for_each = concat(["logs"], var.readonly_root_filesystem ? ["tail-tmp"] : [])
-    content {
-      name = volume.value
-    }
-  }
+  # A fixed count: Application Auto Scaling keeps tail_tasks running.
+  cluster_arn        = local.ecs_cluster_arn
+  cluster_name       = local.ecs_cluster_name
+  min_tasks          = var.tail_tasks
+  max_tasks          = var.tail_tasks
+  subnet_ids         = var.subnet_ids
+  security_group_ids = concat([aws_security_group.tasks.id], var.tail_security_group_ids)
+  assign_public_ip   = var.assign_public_ip
 
-  tags = local.tags
-
-  lifecycle {
-    precondition {
+  preconditions = [
+    {
       condition     = var.tail_app_container != null
       error_message = "tail_enabled needs tail_app_container: the application container that writes the log files."
-    }
-    precondition {
+    },
+    {
       condition     = contains(local.fargate_memory[tostring(var.tail_cpu)], var.tail_memory)
       error_message = "tail_memory ${var.tail_memory} MiB is not a Fargate size for tail_cpu ${var.tail_cpu}: allowed are ${join(", ", local.fargate_memory[tostring(var.tail_cpu)])}."
-    }
-    precondition {
+    },
+    {
       condition     = can(regex("(?m)^\\s*\\[ingest\\]", var.pipeline_toml))
       error_message = "tail_enabled needs an [ingest] section in pipeline_toml (paths under tail_log_path, format, topic)."
-    }
-    precondition {
+    },
+    {
       condition     = !contains([for p in try(var.tail_app_container.portMappings, []) : try(p.containerPort, 0)], var.tail_metrics_port)
       error_message = "tail_metrics_port ${var.tail_metrics_port} is a port of tail_app_container: the containers of a task share its network."
-    }
-  }
-}
-
-resource "aws_ecs_service" "tail" {
-  count = var.tail_enabled ? 1 : 0
-
-  name             = "${var.name}-tail"
-  cluster          = local.ecs_cluster_arn
-  task_definition  = aws_ecs_task_definition.tail[0].arn
-  desired_count    = var.tail_tasks
-  launch_type      = "FARGATE"
-  platform_version = "LATEST"
-
-  enable_ecs_managed_tags = true
-  propagate_tags          = "SERVICE"
-
-  deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
-
-  deployment_circuit_breaker {
-    enable   = true
-    rollback = true
-  }
-
-  network_configuration {
-    subnets          = var.subnet_ids
-    security_groups  = concat([aws_security_group.tasks.id], var.tail_security_group_ids)
-    assign_public_ip = var.assign_public_ip
-  }
+    },
+  ]
 
   tags = local.tags
+}
+
+################################################################################
+# Moved: the resources of both services now live in modules/service
+################################################################################
+
+moved {
+  from = aws_iam_role.task
+  to   = module.fleet.aws_iam_role.task
+}
+
+moved {
+  from = aws_ecs_task_definition.this
+  to   = module.fleet.aws_ecs_task_definition.this
+}
+
+moved {
+  from = aws_ecs_service.this
+  to   = module.fleet.aws_ecs_service.this
+}
+
+moved {
+  from = aws_appautoscaling_target.this
+  to   = module.fleet.aws_appautoscaling_target.this
+}
+
+moved {
+  from = aws_iam_role.tail[0]
+  to   = module.tail[0].aws_iam_role.task
+}
+
+moved {
+  from = aws_ecs_task_definition.tail[0]
+  to   = module.tail[0].aws_ecs_task_definition.this
+}
+
+moved {
+  from = aws_ecs_service.tail[0]
+  to   = module.tail[0].aws_ecs_service.this
 }

@@ -9,12 +9,12 @@ output "ecs_cluster_arn" {
 
 output "service_name" {
   description = "Name of the ECS service."
-  value       = aws_ecs_service.this.name
+  value       = module.fleet.service_name
 }
 
 output "task_definition_arn" {
   description = "ARN of the task definition revision the service runs."
-  value       = aws_ecs_task_definition.this.arn
+  value       = module.fleet.task_definition_arn
 }
 
 output "workers_per_task" {
@@ -29,12 +29,12 @@ output "max_tasks" {
 
 output "task_role_arn" {
   description = "IAM role of the workers (MSK IAM permissions); attach more policies to it for other AWS access a sink needs."
-  value       = aws_iam_role.task.arn
+  value       = module.fleet.task_role_arn
 }
 
 output "task_role_name" {
   description = "Name of the workers' IAM role."
-  value       = aws_iam_role.task.name
+  value       = module.fleet.task_role_name
 }
 
 output "execution_role_arn" {
@@ -115,12 +115,12 @@ output "error_alarm_arn" {
 
 output "tail_service_name" {
   description = "Name of the application-and-tailer ECS service (null unless tail_enabled)."
-  value       = one(aws_ecs_service.tail[*].name)
+  value       = one(module.tail[*].service_name)
 }
 
 output "tail_task_role_arn" {
   description = "IAM role of the application-and-tailer tasks (MSK IAM for the tailer); attach the application's own permissions to it."
-  value       = one(aws_iam_role.tail[*].arn)
+  value       = one(module.tail[*].task_role_arn)
 }
 
 output "tail_container_definition" {

@@ -272,17 +272,29 @@ def committed(f: Follower) -> Position:
     return Position(f.identity, f.path, f.line_pos, 1)
 
 
-def test_files_are_known_by_identity_not_by_name(tmp_path: Path) -> None:
+def read_partly(tmp_path: Path, content: bytes, limit: int, pattern: str = "*.log*") -> tuple[Path, Position]:
+    """app.log holding ``content``, read up to ``limit`` bytes by a tailer that then stops: the
+    file and the position it committed."""
     live = tmp_path / "app.log"
-    live.write_bytes(b"a\nb\n" * 600)
-    first = files(tmp_path, {})
+    live.write_bytes(content)
+    first = files(tmp_path, {}, pattern=pattern)
     (f,) = first.scan()
-    f.read(limit=1000)
+    f.read(limit=limit)
     pos = committed(f)
     first.close()
+    return live, pos
+
+
+def restarted(tmp_path: Path, pos: Position, pattern: str = "*.log*") -> Files:
+    """The files of a tailer started again with ``pos`` committed."""
+    return files(tmp_path, {pos.identity.key(): pos}, pattern=pattern)
+
+
+def test_files_are_known_by_identity_not_by_name(tmp_path: Path) -> None:
+    live, pos = read_partly(tmp_path, b"a\nb\n" * 600, 1000)
     live.rename(tmp_path / "app.log.1")  # rotated by rename while the tailer was down
     live.write_bytes(b"new\n")
-    again = files(tmp_path, {pos.identity.key(): pos})
+    again = restarted(tmp_path, pos)
     opened = {Path(g.path).name: g for g in again.scan()}
     assert opened["app.log.1"].line_pos == pos.offset  # the renamed file, read on from its position
     assert opened["app.log"].line_pos == 0  # the new one from its start
@@ -290,49 +302,31 @@ def test_files_are_known_by_identity_not_by_name(tmp_path: Path) -> None:
 
 
 def test_a_renamed_file_out_of_the_glob_is_found_again_at_start(tmp_path: Path) -> None:
-    live = tmp_path / "app.log"
-    live.write_bytes(b"line\n" * 300)
-    first = files(tmp_path, {}, pattern="app.log")
-    (f,) = first.scan()
-    f.read(limit=100)
-    pos = committed(f)
-    first.close()
+    live, pos = read_partly(tmp_path, b"line\n" * 300, 100, pattern="app.log")
     live.rename(tmp_path / "app.log.1")
     live.write_bytes(b"")
-    again = files(tmp_path, {pos.identity.key(): pos}, pattern="app.log")
+    again = restarted(tmp_path, pos, pattern="app.log")
     again.scan()
     (found,) = again.recover()
     assert found.path.endswith("app.log.1") and found.line_pos == pos.offset and found.gone
 
 
 def test_a_copy_of_a_file_read_is_read_on_from_its_position_and_a_reused_inode_from_the_start(tmp_path: Path) -> None:
-    live = tmp_path / "app.log"
-    live.write_bytes(b"0123456789\n" * 200)
-    first = files(tmp_path, {})
-    (f,) = first.scan()
-    f.read(limit=550)
-    pos = committed(f)
-    first.close()
+    live, pos = read_partly(tmp_path, b"0123456789\n" * 200, 550)
     (tmp_path / "app.log.1").write_bytes(live.read_bytes())  # copytruncate's copy: another inode
     live.write_bytes(b"fresh content\n")  # the same inode, other first bytes
-    again = files(tmp_path, {pos.identity.key(): pos})
+    again = restarted(tmp_path, pos)
     opened = {Path(g.path).name: g for g in again.scan()}
     assert opened["app.log.1"].line_pos == pos.offset
     assert opened["app.log"].line_pos == 0
 
 
 def test_a_copy_outside_the_glob_is_found_in_the_folder_of_a_truncated_file(tmp_path: Path) -> None:
-    live = tmp_path / "app.log"
-    live.write_bytes(b"0123456789\n" * 200)
-    first = files(tmp_path, {}, pattern="app.log")
-    (f,) = first.scan()
-    f.read(limit=550)
-    pos = committed(f)
-    first.close()
+    live, pos = read_partly(tmp_path, b"0123456789\n" * 200, 550, pattern="app.log")
     (tmp_path / "app.log.1").write_bytes(live.read_bytes())  # copytruncate's copy, which the glob misses
     live.write_bytes(b"fresh content\n")
     (tmp_path / "other.log").write_bytes(b"unrelated\n" * 300)  # never opened: other first bytes
-    again = files(tmp_path, {pos.identity.key(): pos}, pattern="app.log")
+    again = restarted(tmp_path, pos, pattern="app.log")
     assert [g.line_pos for g in again.scan()] == [0]
     (copy,) = again.recover()
     assert copy.path.endswith("app.log.1") and copy.line_pos == pos.offset and copy.gone

@@ -58,6 +58,15 @@ def render(values: str | None = None, *sets: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def assert_valid(docs: list[dict[str, Any]]) -> None:
+    """Every document valid for the Kubernetes API; strict: an unknown field (a typo in a
+    template) fails too."""
+    import kubernetes_validate
+
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
 def render_error(values: str | None = None, *sets: str) -> str:
     """`helm template` that must fail: its error text."""
     args = ["template", "rel", ".", "--kube-version", KUBE_VERSION, *value_args(values, sets)]

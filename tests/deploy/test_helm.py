@@ -23,6 +23,7 @@ from .conftest import (
     KUBE_VERSION,
     ROOT,
     VALUE_SETS,
+    assert_valid,
     container,
     fake_environ,
     helm,
@@ -381,8 +382,7 @@ GLUE_SETS = (
 def test_glue_schema_registry_renders_the_schema_keys() -> None:
     assert set(tomllib.loads(rendered_pipeline(render())[0])["schema"]) == {"path", "decoder"}, "off by default"
     docs = render(None, *GLUE_SETS)
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    assert_valid(docs)
     schema = tomllib.loads(rendered_pipeline(docs)[0])["schema"]
     assert schema == {
         "path": "schema.avsc",  # the reader schema

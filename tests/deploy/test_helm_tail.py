@@ -9,13 +9,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from .conftest import (
     CHART,
     KUBE_VERSION,
+    assert_valid,
     container,
     fake_environ,
     helm,
@@ -137,8 +137,7 @@ def test_alone_on_a_volume_the_writers_share(tmp_path: Path) -> None:
     ingest = _ingest(docs)
     assert ingest["paths"] == values["tail"]["paths"]
     assert ingest["id"] == "rel-eventfleet-tail", "a stable name: the files outlive the pod"
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    assert_valid(docs)
 
 
 def test_rendered_ingest_is_read_by_eventfleets_loader(tmp_path: Path) -> None:
@@ -230,8 +229,7 @@ spec:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    assert_valid(docs)
     shop_pod = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "shop")
     pod = shop_pod["spec"]["template"]["spec"]
     tailer = _tailer(pod)

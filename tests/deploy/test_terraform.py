@@ -100,11 +100,30 @@ def _blocks(doc: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 MAIN = MODULE / "main.tf"
 
 
-def _module(kind: str) -> dict[str, dict[str, Any]]:
+def _module(kind: str, module: Path = MODULE) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for name in ("main.tf", "variables.tf", "outputs.tf"):
-        found.update(_blocks(_hcl(MODULE / name), kind))
+        found.update(_blocks(_hcl(module / name), kind))
     return found
+
+
+# The one ECS service of modules/service, which main.tf runs as module.fleet and module.tail.
+SERVICE = MODULE / "modules" / "service"
+
+
+def _service(resource: str) -> dict[str, Any]:
+    """A resource of modules/service: "type.name" -> body."""
+    return _module("resource", SERVICE)[resource]
+
+
+def _call(name: str) -> dict[str, Any]:
+    """The arguments of main.tf's module block ``name``."""
+    return _blocks(_hcl(MAIN), "module")[name]
+
+
+def _preconditions(name: str) -> list[str]:
+    """The conditions main.tf gives module ``name`` to check before its task definition."""
+    return [p["condition"] for p in _call(name)["preconditions"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,21 +311,26 @@ def test_glue_permissions_read_by_version_id_and_register_in_the_registry_only()
     assert register["resources"] == ["${local.glue_registry_arn}", "${local.glue_schemas_arn}"]
     assert glue["dynamic"][0]["statement"]["for_each"] == "${local.glue_register ? [1] : []}", "only with register"
     policy = _module("resource")["aws_iam_role_policy.task_glue"]
-    assert policy["role"] == "${aws_iam_role.task.id}"
+    assert policy["role"] == "${module.fleet.task_role_id}"
     assert policy["policy"] == "${data.aws_iam_policy_document.glue[0].json}"
 
 
 def test_autoscaling_ceiling_is_tied_to_the_partitions() -> None:
     resources = _module("resource")
-    target = resources["aws_appautoscaling_target.this"]
-    assert target["max_capacity"] == "${local.max_tasks}"
+    target = _service("aws_appautoscaling_target.this")
+    assert target["max_capacity"] == "${var.max_tasks}"
     assert target["scalable_dimension"] == "ecs:service:DesiredCount"
+    assert _call("fleet")["max_tasks"] == "${local.max_tasks}"
     locals_ = _locals_source()
     assert locals_["task_ceiling"] == "ceil(var.partitions / local.workers_per_task)"
     assert "local.task_ceiling" in locals_["max_tasks"]
-    conditions = [p["condition"] for p in target["lifecycle"][0]["precondition"]]
-    assert "${local.max_tasks <= local.task_ceiling}" in conditions
-    # Both policies drive the same target: CPU and consumer lag.
+    assert "${local.max_tasks <= local.task_ceiling}" in _preconditions("fleet")
+    # Both policies drive the fleet's target: CPU and consumer lag.
+    for policy in ("cpu", "lag"):
+        assert (
+            resources[f"aws_appautoscaling_policy.{policy}"]["resource_id"]
+            == "${module.fleet.scalable_target.resource_id}"
+        )
     cpu = resources["aws_appautoscaling_policy.cpu"]["target_tracking_scaling_policy_configuration"][0]
     assert cpu["predefined_metric_specification"][0]["predefined_metric_type"] == "ECSServiceAverageCPUUtilization"
     lag = json.dumps(resources["aws_appautoscaling_policy.lag"])
@@ -316,10 +340,35 @@ def test_autoscaling_ceiling_is_tied_to_the_partitions() -> None:
 
 
 def test_service_rolls_back_failed_deployments() -> None:
-    service = _module("resource")["aws_ecs_service.this"]
+    service = _service("aws_ecs_service.this")
     assert service["deployment_circuit_breaker"] == [{"enable": True, "rollback": True}]
     assert service["lifecycle"][0]["ignore_changes"] == ["desired_count"]
     assert service["network_configuration"][0]["assign_public_ip"] == "${var.assign_public_ip}"
+    for name in ("fleet", "tail"):
+        assert _call(name)["assign_public_ip"] == "${var.assign_public_ip}", name
+
+
+def test_the_fleet_and_the_tail_are_one_service_module_and_their_old_addresses_move() -> None:
+    assert _call("fleet")["source"] == _call("tail")["source"] == "./modules/service"
+    # Each check of the inputs stands in its own precondition with its own message.
+    task = _service("aws_ecs_task_definition.this")
+    [check] = task["lifecycle"][0]["precondition"]
+    assert check["condition"] == "${alltrue([for c in var.preconditions : c.condition])}"
+    assert "if !c.condition" in check["error_message"]
+    # A state made before the module keeps its resources: every old address moves into it.
+    moved = {m["from"]: m["to"] for m in _hcl(MAIN)["moved"]}
+    assert moved == {
+        "${aws_iam_role.task}": "${module.fleet.aws_iam_role.task}",
+        "${aws_ecs_task_definition.this}": "${module.fleet.aws_ecs_task_definition.this}",
+        "${aws_ecs_service.this}": "${module.fleet.aws_ecs_service.this}",
+        "${aws_appautoscaling_target.this}": "${module.fleet.aws_appautoscaling_target.this}",
+        "${aws_iam_role.tail[0]}": "${module.tail[0].aws_iam_role.task}",
+        "${aws_ecs_task_definition.tail[0]}": "${module.tail[0].aws_ecs_task_definition.this}",
+        "${aws_ecs_service.tail[0]}": "${module.tail[0].aws_ecs_service.this}",
+    }
+    service_resources = set(_module("resource", SERVICE))
+    for target in moved.values():
+        assert target.split(".", 2)[2].rstrip("}") in service_resources, target
 
 
 def test_msk_cluster_is_iam_only_and_encrypted() -> None:
@@ -669,40 +718,37 @@ def test_tail_is_off_by_default_and_every_tail_resource_follows_it() -> None:
     variables = _module("variable")
     assert variables["tail_enabled"]["default"] is False
     tail_resources = {k: v for k, v in _module("resource").items() if k.split(".")[1].startswith("tail")}
-    assert set(tail_resources) == {
-        "aws_iam_role.tail",
-        "aws_iam_role_policy.tail_msk",
-        "aws_iam_role_policy.tail_glue",
-        "aws_ecs_task_definition.tail",
-        "aws_ecs_service.tail",
-    }
+    assert set(tail_resources) == {"aws_iam_role_policy.tail_msk", "aws_iam_role_policy.tail_glue"}
+    tail_resources["module.tail"] = _call("tail")
     counts = ("${var.tail_enabled ? 1 : 0}", "${local.msk_tail ? 1 : 0}",
               "${var.tail_enabled && var.glue_schema_registry != null ? 1 : 0}")  # fmt: skip
     for name, body in tail_resources.items():
         assert body["count"] in counts, name
     glue = tail_resources["aws_iam_role_policy.tail_glue"]
-    assert glue["role"] == "${aws_iam_role.tail[0].id}"
+    assert glue["role"] == "${module.tail[0].task_role_id}", "the tailer's own role, not the fleet's"
     assert glue["policy"] == "${data.aws_iam_policy_document.glue[0].json}", "the workers' Glue permissions"
     assert _locals_source()["msk_tail"] == "var.tail_enabled && local.on_msk"
 
 
 def test_tail_task_shares_a_log_volume_between_the_app_and_the_tailer() -> None:
-    resources = _module("resource")
-    task = resources["aws_ecs_task_definition.tail"]
-    assert task["container_definitions"] == "${jsonencode([local.tail_container, local.tail_app])}"
-    assert task["task_role_arn"] == "${aws_iam_role.tail[0].arn}", "the tailer's own role, not the fleet's"
-    [volumes] = task["dynamic"]
-    assert volumes["volume"]["for_each"].startswith('${concat(["logs"]'), "the log volume, always"
-    service = resources["aws_ecs_service.tail"]
-    assert service["desired_count"] == "${var.tail_tasks}"
-    assert service["task_definition"] == "${aws_ecs_task_definition.tail[0].arn}"
-    assert service["deployment_circuit_breaker"] == [{"enable": True, "rollback": True}]
-    assert service["network_configuration"][0]["assign_public_ip"] == "${var.assign_public_ip}"
+    tail = _call("tail")
+    assert tail["containers"] == ["${local.tail_container}", "${local.tail_app}"]
+    assert tail["role_suffix"] != _call("fleet")["role_suffix"], "the tailer's own role, not the fleet's"
+    assert tail["volumes"].startswith('${concat(["logs"]'), "the log volume, always"
+    assert tail["min_tasks"] == tail["max_tasks"] == "${var.tail_tasks}", "a fixed count"
+    task = _service("aws_ecs_task_definition.this")
+    assert task["container_definitions"] == "${jsonencode(var.containers)}"
+    assert task["task_role_arn"] == "${aws_iam_role.task.arn}"
+    assert task["dynamic"][1]["volume"]["for_each"] == "${var.volumes}"
+    service = _service("aws_ecs_service.this")
+    assert service["desired_count"] == "${var.min_tasks}"
+    assert service["task_definition"] == "${aws_ecs_task_definition.this.arn}"
 
 
 def _evaluate_tail(tmp_path: Path, app: dict[str, Any] | None, **variables: Any) -> dict[str, Any]:
-    """tail_app and tail_container as main.tf writes them, evaluated by terraform; the log group
-    (a resource) and the fleet's environment stand in as fixed locals."""
+    """tail_app and tail_container (with what it shares with the fleet's container) as main.tf
+    writes them, evaluated by terraform; the log group (a resource) and the fleet's environment
+    stand in as fixed locals."""
     module = tmp_path / "tail"
     module.mkdir()
     inputs = {
@@ -720,13 +766,17 @@ def _evaluate_tail(tmp_path: Path, app: dict[str, Any] | None, **variables: Any)
         "environment": {"AWS_REGION": "eu-west-1"},
         "secrets": {"EVENTFLEET_PIPELINE": "arn:aws:ssm:x"},
     }
-    container = _local_block("tail_container").replace("aws_cloudwatch_log_group.fleet.name", "local.log_group_name")
+    shared = {name: _local_block(name) for name in ("eventfleet_container", "awslogs_options", "tail_container")}
+    shared["awslogs_options"] = shared["awslogs_options"].replace(
+        "aws_cloudwatch_log_group.fleet.name", "local.log_group_name"
+    )
     module.joinpath("main.tf").write_text(
         "\n".join(f'variable "{v}" {{\n  type    = any\n  default = null\n}}' for v in inputs)
         + "\n".join(f'\nvariable "fixed_{f}" {{\n  type    = any\n}}' for f in fixed)
         + "\nlocals {\n"
         + "".join(f"  {f} = var.fixed_{f}\n" for f in fixed)
-        + f"  tail_container = {container}\n  tail_app = {_local_block('tail_app')}\n}}\n"
+        + "".join(f"  {name} = {text}\n" for name, text in shared.items())
+        + f"  tail_app = {_local_block('tail_app')}\n}}\n"
         + 'output "tail_container" {\n  value = local.tail_container\n}\n'
         + 'output "tail_app" {\n  value = local.tail_app\n}\n'
     )

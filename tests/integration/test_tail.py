@@ -41,6 +41,11 @@ def jline(n: int) -> bytes:
     return json.dumps(event(n)).encode() + b"\n"
 
 
+def jlines(start: int, stop: int) -> bytes:
+    """The lines numbered start to stop - 1."""
+    return b"".join(jline(n) for n in range(start, stop))
+
+
 class Tail:
     """``eventfleet tail`` processes of one pipeline file, logging to tail-N.log."""
 
@@ -60,6 +65,13 @@ class Tail:
         self.p.procs.append(proc)  # killed by the pipeline fixture at the end
         return proc
 
+    def start_on(self, live: Path, lines: int) -> None:
+        """``live`` holding the lines numbered 0 to lines - 1, the tailer started on it, and all
+        of them in the topic."""
+        write(live, jlines(0, lines))
+        self.start()
+        wait_for_numbers(self.p, self, lines)
+
     def kill(self) -> None:
         proc = self.procs[-1]
         proc.send_signal(signal.SIGKILL)
@@ -70,20 +82,37 @@ class Tail:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(60)
 
+    def assert_once(self, expected: range | list[int]) -> None:
+        """The topic holds each line numbered in ``expected`` exactly once (waiting for them)."""
+        assert_once(wait_for_numbers(self.p, self, len(expected)), expected, self)
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.p.workdir.glob("tail-*.log")))
 
 
 def tail_pipeline(
-    pipeline: Any, logs: Path, ingest: str = "", partitions: int = 2, extra: str = "", schema: str = ""
+    pipeline: Any,
+    logs: Path,
+    glob: str = "app.log*",
+    ingest: str = "",
+    partitions: int = 2,
+    extra: str = "",
+    schema: str = "",
 ) -> Pipeline:
-    """A pipeline whose [ingest] follows ``logs``/``app.log*`` (or ``paths`` given in ``ingest``)."""
+    """A pipeline whose [ingest] follows ``logs``/``glob``."""
     lines = [f'id = "t-{os.getpid()}-{random.randrange(10**9)}"', 'commit_interval = "200ms"', 'rotate_wait = "2s"',
-             'key = "campaign_id"']  # fmt: skip
-    if "paths" not in ingest:
-        lines.append(f'paths = ["{logs}/app.log*"]')
+             'key = "campaign_id"', f'paths = ["{logs}/{glob}"]']  # fmt: skip
     sections = "[ingest]\n" + "\n".join([*lines, ingest]) + "\n" + extra
     return pipeline(partitions, sections=sections, schema=schema)  # type: ignore[no-any-return]
+
+
+def tailed(pipeline: Any, tmp_path: Path, **options: Any) -> tuple[Path, Pipeline, Tail]:
+    """A folder of logs (``tmp_path``/logs), a pipeline tailing it (``options``: of
+    tail_pipeline) and its tailer, not started yet."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    p = tail_pipeline(pipeline, logs, **options)
+    return logs, p, Tail(p)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:
@@ -99,6 +128,16 @@ def records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         assert m.key() == r["campaign_id"].encode()  # keyed by [ingest] key
         out.append(r)
     return out
+
+
+def record_ends(kafka: Kafka, topic: str, messages: list[Any]) -> dict[int, int]:
+    """Where the workers end on each partition: after its last record of ``messages`` (the high
+    watermark is one further, past the marker of the last transaction, which a consumer never
+    receives)."""
+    ends = {q: 0 for q in kafka.ends(topic)}
+    for m in messages:
+        ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
+    return ends
 
 
 def numbers(bootstrap: str, topic: str) -> list[int]:
@@ -178,10 +217,7 @@ def test_numbered_lines_through_rotations_and_sigkills_exactly_once_to_the_aggre
     pipeline: Any, kafka: Kafka, tmp_path: Path
 ) -> None:
     total = 24_000
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)
     tail.start()
     writer_log = open(tmp_path / "writer.log", "wb")  # noqa: SIM115
     root = str(Path(__file__).resolve().parents[2])
@@ -208,29 +244,22 @@ def test_numbered_lines_through_rotations_and_sigkills_exactly_once_to_the_aggre
     assert truth.late == 0  # time advances 1 ms a line: lateness does not depend on the order read
     p.start_worker()
     p.start_worker()
-    # where the workers end: after each partition's last record (the high watermark is one further,
-    # past the marker of the last transaction, which a consumer never receives)
-    ends = {q: 0 for q in kafka.ends(p.topic)}
-    for m in read_topic(p.bootstrap, p.topic):
-        ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
+    ends = record_ends(kafka, p.topic, read_topic(p.bootstrap, p.topic))
     p.wait_caught_up(ends)
     assert_exact(p, truth, ends)
 
 
 def test_a_sigkill_inside_the_transaction_commits_nothing_of_it(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, partitions=1)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path, partitions=1)
     live = logs / "app.log"
-    write(live, b"".join(jline(n) for n in range(100)))
+    write(live, jlines(0, 100))
     proc = tail.start(fault="in_tail_transaction@2")  # records and positions sent, the commit not yet
     wait_for_numbers(p, tail, 100)
-    write(live, b"".join(jline(n) for n in range(100, 200)))
+    write(live, jlines(100, 200))
     assert proc.wait(60) == -signal.SIGKILL
     assert numbers(p.bootstrap, p.topic) == list(range(100))  # the killed transaction is not visible
     tail.start()
-    assert_once(wait_for_numbers(p, tail, 200), range(200), tail)
+    tail.assert_once(range(200))
     assert tail.stop() == 0
 
 
@@ -242,11 +271,14 @@ def write(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def copytruncate(live: Path, copy: Path) -> None:
+    """What logrotate's copytruncate does: a copy of the file, then the file truncated."""
+    shutil.copyfile(live, copy)
+    os.truncate(live, 0)
+
+
 def test_a_partial_last_line_is_held_until_its_newline(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)
     write(logs / "app.log", jline(0) + jline(1)[:30])
     tail.start()
     assert wait_for_numbers(p, tail, 1) == [0]
@@ -255,15 +287,12 @@ def test_a_partial_last_line_is_held_until_its_newline(pipeline: Any, tmp_path: 
     tail.kill()  # the half line is not committed, the position is after line 0
     tail.start()
     write(logs / "app.log", jline(1)[30:])
-    assert_once(wait_for_numbers(p, tail, 2), range(2), tail)
+    tail.assert_once(range(2))
     assert tail.stop() == 0
 
 
 def test_a_multibyte_character_cut_by_a_write_and_a_read(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, partitions=1)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path, partitions=1)
     tail.start()
     record = {**event(0), "country": "Österreich → ∑"}
     data = json.dumps(record, ensure_ascii=False).encode() + b"\n"
@@ -280,18 +309,15 @@ def test_a_multibyte_character_cut_by_a_write_and_a_read(pipeline: Any, tmp_path
 def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(
     pipeline: Any, tmp_path: Path, glob: str
 ) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest=f'paths = ["{logs}/{glob}"]', partitions=1)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path, glob=glob, partitions=1)
     tail.start()
     live = logs / "app.log"
     w = open(live, "ab", buffering=0)  # noqa: SIM115
-    w.write(b"".join(jline(n) for n in range(100)))
+    w.write(jlines(0, 100))
     wait_for_numbers(p, tail, 100)
     live.rename(logs / "app.log.1")
-    w.write(b"".join(jline(n) for n in range(100, 200)))  # the writer's last lines, into the renamed file
-    write(live, b"".join(jline(n) for n in range(200, 300)))
+    w.write(jlines(100, 200))  # the writer's last lines, into the renamed file
+    write(live, jlines(200, 300))
     w.close()
     got = wait_for_numbers(p, tail, 300)
     assert_once(got, range(300), tail)
@@ -300,47 +326,35 @@ def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(
 
 
 def test_rotation_across_a_restart_with_a_glob_naming_only_the_live_file(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest=f'paths = ["{logs}/app.log"]')
-    tail = Tail(p)
+    logs, _, tail = tailed(pipeline, tmp_path, glob="app.log")
     live = logs / "app.log"
-    write(live, b"".join(jline(n) for n in range(100)))
-    tail.start()
-    wait_for_numbers(p, tail, 100)
+    tail.start_on(live, 100)
     tail.kill()
-    write(live, b"".join(jline(n) for n in range(100, 150)))  # unread when the file is renamed
+    write(live, jlines(100, 150))  # unread when the file is renamed
     live.rename(logs / "app.log.1")
-    write(live, b"".join(jline(n) for n in range(150, 200)))
+    write(live, jlines(150, 200))
     tail.start()  # app.log.1 is outside the glob: found again by its identity
-    assert_once(wait_for_numbers(p, tail, 200), range(200), tail)
+    tail.assert_once(range(200))
     assert "(renamed), reading on" in tail.logs()
     assert tail.stop() == 0
 
 
 def test_copytruncate_reads_the_file_again_and_never_its_copy_twice(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)  # the glob app.log* matches the copy app.log.1
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)  # the glob app.log* matches the copy app.log.1
     live = logs / "app.log"
-    write(live, b"".join(jline(n) for n in range(100)))
-    tail.start()
-    wait_for_numbers(p, tail, 100)
-    write(live, b"".join(jline(n) for n in range(100, 150)))
+    tail.start_on(live, 100)
+    write(live, jlines(100, 150))
     tail.kill()  # 100-149 may be unread when the copy is taken: they are read from the copy
-    shutil.copyfile(live, logs / "app.log.1")
-    os.truncate(live, 0)
-    write(live, b"".join(jline(n) for n in range(150, 180)))
+    copytruncate(live, logs / "app.log.1")
+    write(live, jlines(150, 180))
     tail.start()
     time.sleep(1.5)
-    write(live, b"".join(jline(n) for n in range(180, 200)))
-    assert_once(wait_for_numbers(p, tail, 200), range(200), tail)
+    write(live, jlines(180, 200))
+    tail.assert_once(range(200))
     # while running: the copy is taken and the file truncated under the tailer's eyes
-    shutil.copyfile(live, logs / "app.log.2")
-    os.truncate(live, 0)
-    write(live, b"".join(jline(n) for n in range(200, 260)))
-    assert_once(wait_for_numbers(p, tail, 260), range(260), tail)
+    copytruncate(live, logs / "app.log.2")
+    write(live, jlines(200, 260))
+    tail.assert_once(range(260))
     time.sleep(1.5)  # scans and commits later: still once
     assert_once(numbers(p.bootstrap, p.topic), range(260), tail)
     assert "truncated or replaced" in tail.logs() and "(a copy)" in tail.logs()
@@ -348,38 +362,26 @@ def test_copytruncate_reads_the_file_again_and_never_its_copy_twice(pipeline: An
 
 
 def test_copytruncate_with_the_glob_naming_only_the_live_file(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest=f'paths = ["{logs}/app.log"]')
-    tail = Tail(p)
+    logs, _, tail = tailed(pipeline, tmp_path, glob="app.log")
     live = logs / "app.log"
-    write(live, b"".join(jline(n) for n in range(300)))
-    tail.start()
-    wait_for_numbers(p, tail, 300)
-    shutil.copyfile(live, logs / "app.log.1")
-    os.truncate(live, 0)
-    write(live, b"".join(jline(n) for n in range(300, 310)))  # shorter than before: shrunk below the position
-    assert_once(wait_for_numbers(p, tail, 310), range(310), tail)
+    tail.start_on(live, 300)
+    copytruncate(live, logs / "app.log.1")
+    write(live, jlines(300, 310))  # shorter than before: shrunk below the position
+    tail.assert_once(range(310))
     tail.kill()
-    write(live, b"".join(jline(n) for n in range(310, 350)))  # unread when the next copy is taken
-    shutil.copyfile(live, logs / "app.log.2")
-    os.truncate(live, 0)
-    write(live, b"".join(jline(n) for n in range(350, 360)))
+    write(live, jlines(310, 350))  # unread when the next copy is taken
+    copytruncate(live, logs / "app.log.2")
+    write(live, jlines(350, 360))
     tail.start()  # the copy is outside the glob: found in the folder by its first bytes, read from the position
-    assert_once(wait_for_numbers(p, tail, 360), range(360), tail)
+    tail.assert_once(range(360))
     assert "(a copy), reading on" in tail.logs()
     assert tail.stop() == 0
 
 
 def test_an_inode_reused_by_a_new_file_is_read_from_its_start(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, _, tail = tailed(pipeline, tmp_path)
     live = logs / "app.log"
-    write(live, b"".join(jline(n) for n in range(200)))
-    tail.start()
-    wait_for_numbers(p, tail, 200)
+    tail.start_on(live, 200)
     assert tail.stop() == 0
     inode = live.stat().st_ino
     live.unlink()
@@ -392,74 +394,62 @@ def test_an_inode_reused_by_a_new_file_is_read_from_its_start(pipeline: Any, tmp
             break
     if reused is None:  # same inode, other content: what a reused inode looks like to the tailer
         pytest.skip("this file system did not reuse the inode")
-    reused.write_bytes(b"".join(jline(n) for n in range(200, 210)))
+    reused.write_bytes(jlines(200, 210))
     reused.rename(live)
     for extra in logs.glob("new-*"):
         extra.unlink()
     assert live.stat().st_ino == inode
     tail.start()
-    assert_once(wait_for_numbers(p, tail, 210), range(210), tail)
+    tail.assert_once(range(210))
     assert tail.stop() == 0
 
 
 def test_a_file_deleted_while_open_is_read_to_its_end(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)
     live = logs / "app.log"
     w = open(live, "ab", buffering=0)  # noqa: SIM115
-    w.write(b"".join(jline(n) for n in range(50)))
+    w.write(jlines(0, 50))
     tail.start()
     wait_for_numbers(p, tail, 50)
     live.unlink()
-    w.write(b"".join(jline(n) for n in range(50, 120)))  # written after the deletion, read all the same
+    w.write(jlines(50, 120))  # written after the deletion, read all the same
     w.close()
-    assert_once(wait_for_numbers(p, tail, 120), range(120), tail)
+    tail.assert_once(range(120))
     wait_for(lambda: "renamed away or deleted" in tail.logs(), 30, "the deleted file closed")
     assert tail.stop() == 0
 
 
 def test_many_files_at_once(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest=f'paths = ["{logs}/*.log"]')
-    tail = Tail(p)
+    logs, _, tail = tailed(pipeline, tmp_path, glob="*.log")
     tail.start()
     files = 40
     for round_ in range(5):  # written in rounds, new files appearing while others grow
         for i in range(files):
             n0 = (i * 5 + round_) * 20
-            write(logs / f"app-{i:02d}.log", b"".join(jline(n) for n in range(n0, n0 + 20)))
+            write(logs / f"app-{i:02d}.log", jlines(n0, n0 + 20))
         time.sleep(0.3)
-    assert_once(wait_for_numbers(p, tail, files * 100), range(files * 100), tail)
+    tail.assert_once(range(files * 100))
     assert tail.stop() == 0
 
 
 def test_a_full_producer_queue_makes_reading_wait(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
     queue = '[ingest.config]\n"queue.buffering.max.messages" = 50\n"linger.ms" = 50\n'
-    p = tail_pipeline(pipeline, logs, extra=queue)  # a queue of 50 records: reading waits for deliveries
-    tail = Tail(p)
-    write(logs / "app.log", b"".join(jline(n) for n in range(5000)))
+    logs, _, tail = tailed(pipeline, tmp_path, extra=queue)  # a queue of 50 records: reading waits for deliveries
+    write(logs / "app.log", jlines(0, 5000))
     tail.start()
-    assert_once(wait_for_numbers(p, tail, 5000), range(5000), tail)
+    tail.assert_once(range(5000))
     assert tail.stop() == 0
 
 
 def test_bad_lines_go_to_the_dead_letters_with_their_origin(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)
     live = logs / "app.log"
     bad = [b"not json", b'{"event_id": "x"}', json.dumps({**event(5), "user_id": "many"}).encode(),
            b'{"event_id": "\xff"}']  # fmt: skip
     data = jline(0) + bad[0] + b"\n" + jline(1) + b"\n   \n" + bad[1] + b"\n" + bad[2] + b"\n" + bad[3] + b"\n"
     write(live, data)
     tail.start()
-    assert_once(wait_for_numbers(p, tail, 2), range(2), tail)
+    tail.assert_once(range(2))
     wait_for(lambda: len(read_topic(p.bootstrap, f"{p.topic}.dlq")) == 4, 30, "four dead letters")
     letters = read_topic(p.bootstrap, f"{p.topic}.dlq")
     assert sorted(m.value() for m in letters) == sorted(bad)
@@ -476,10 +466,7 @@ def test_bad_lines_go_to_the_dead_letters_with_their_origin(pipeline: Any, tmp_p
 
 
 def test_an_overlong_line_is_a_dead_letter_and_the_next_lines_go_on(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest='max_line_bytes = "64KiB"')
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path, ingest='max_line_bytes = "64KiB"')
     tail.start()
     live = logs / "app.log"
     long = json.dumps({**event(1), "country": "x" * 300_000}).encode()
@@ -487,7 +474,7 @@ def test_an_overlong_line_is_a_dead_letter_and_the_next_lines_go_on(pipeline: An
         w.write(jline(0) + long[:100_000])  # the tailer holds 64 KiB of it at most, then skips
         time.sleep(1.0)
         w.write(long[100_000:] + b"\n" + jline(2))
-    assert_once(wait_for_numbers(p, tail, 2), [0, 2], tail)
+    tail.assert_once([0, 2])
     wait_for(lambda: len(read_topic(p.bootstrap, f"{p.topic}.dlq")) == 1, 30, "the dead letter")
     (letter,) = read_topic(p.bootstrap, f"{p.topic}.dlq")
     assert letter.value() == long[: 64 << 10]
@@ -497,10 +484,7 @@ def test_an_overlong_line_is_a_dead_letter_and_the_next_lines_go_on(pipeline: An
 
 
 def test_too_many_bad_lines_in_a_row_stop_the_tailer(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, extra="[dlq]\nmax_consecutive = 3\n")
-    tail = Tail(p)
+    logs, _, tail = tailed(pipeline, tmp_path, extra="[dlq]\nmax_consecutive = 3\n")
     write(logs / "app.log", jline(0) + b"bad\n" * 4)
     proc = tail.start()
     assert proc.wait(60) == 2
@@ -509,29 +493,23 @@ def test_too_many_bad_lines_in_a_row_stop_the_tailer(pipeline: Any, tmp_path: Pa
 
 
 def test_start_at_end_skips_what_the_files_held_at_the_first_start(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, ingest='start = "end"')
-    tail = Tail(p)
-    write(logs / "app.log", b"".join(jline(n) for n in range(100)) + jline(100)[:20])
+    logs, _, tail = tailed(pipeline, tmp_path, ingest='start = "end"')
+    write(logs / "app.log", jlines(0, 100) + jline(100)[:20])
     tail.start()
     wait_for(lambda: "tailing" in tail.logs(), 60, "the tailer to start")
     time.sleep(1.0)
-    write(logs / "app.log", jline(100)[20:] + b"".join(jline(n) for n in range(101, 150)))
+    write(logs / "app.log", jline(100)[20:] + jlines(101, 150))
     tail.kill()  # restarts continue from the positions, and a later file is read from its start
     tail.start()
-    write(logs / "app.log.1", b"".join(jline(n) for n in range(150, 170)))
+    write(logs / "app.log.1", jlines(150, 170))
     # the line being written at the first start is read whole once complete, never half
-    assert_once(wait_for_numbers(p, tail, 70), range(100, 170), tail)
+    tail.assert_once(range(100, 170))
     assert tail.stop() == 0
 
 
 def test_sigterm_commits_and_the_metrics_count(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
-    write(logs / "app.log", b"".join(jline(n) for n in range(500)) + b"\nbad\n" + jline(500)[:10])
+    logs, p, tail = tailed(pipeline, tmp_path)
+    write(logs / "app.log", jlines(0, 500) + b"\nbad\n" + jline(500)[:10])
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -559,18 +537,15 @@ def test_sigterm_commits_and_the_metrics_count(pipeline: Any, tmp_path: Path) ->
 
 
 def test_a_second_tailer_with_the_same_id_fences_the_first(pipeline: Any, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs)
-    tail = Tail(p)
+    logs, p, tail = tailed(pipeline, tmp_path)
     first = tail.start()
     wait_for(lambda: "tailing" in tail.logs(), 60, "the first tailer")
     tail.start()
     wait_for(lambda: "tailing" in (p.workdir / "tail-1.log").read_text(), 60, "the second tailer")
-    write(logs / "app.log", b"".join(jline(n) for n in range(50)))  # the first one's next transaction fails
+    write(logs / "app.log", jlines(0, 50))  # the first one's next transaction fails
     assert first.wait(60) == 2
     assert "fenced this one" in (p.workdir / "tail-0.log").read_text()
-    assert_once(wait_for_numbers(p, tail, 50), range(50), tail)
+    tail.assert_once(range(50))
     assert tail.stop() == 0
 
 
@@ -583,11 +558,8 @@ def test_lines_framed_for_a_schema_registry_aggregate_exactly(
     from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    p = tail_pipeline(pipeline, logs, schema=f'registry = "{registry_url}"')
-    tail = Tail(p)
-    write(logs / "app.log", b"".join(jline(n) for n in range(3000)))
+    logs, p, tail = tailed(pipeline, tmp_path, schema=f'registry = "{registry_url}"')
+    write(logs / "app.log", jlines(0, 3000))
     tail.start()
     deadline = time.monotonic() + 90
     while len(messages := read_topic(p.bootstrap, p.topic)) < 3000:
@@ -601,9 +573,7 @@ def test_lines_framed_for_a_schema_registry_aggregate_exactly(
     assert [r["event_id"] for r in got] == [f"n{n}" for n in range(3000)]
     assert got[7]["price_micros"] == event(7)["price_micros"]
     p.start_worker()
-    ends = {q: 0 for q in kafka.ends(p.topic)}
-    for m in messages:
-        ends[m.partition()] = max(ends[m.partition()], m.offset() + 1)
+    ends = record_ends(kafka, p.topic, messages)
     p.wait_caught_up(ends)
     assert p.stop_all() == [0]
     assert_exact(p, ground_truth([(0, event(n)) for n in range(3000)]), ends)
