@@ -15,9 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from confluent_kafka.admin import AdminClient
 
 from .conftest import GRACE_MS, WINDOW_MS, Kafka, Truth, assert_exact, generate, ground_truth, wait_for
@@ -51,9 +54,11 @@ def shadow_name(p) -> str:
     return f"{p.table}_sh"
 
 
-def replay(p, *args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL):
+def replay(
+    p, *args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL, config: Path | None = None
+):
     done = subprocess.run(
-        [sys.executable, "-m", "consumer", "replay", "--config", str(p.path), *args],
+        [sys.executable, "-m", "consumer", "replay", "--config", str(config or p.path), *args],
         capture_output=True, timeout=300, stdin=stdin, env={**os.environ, **(env or {})},
     )  # fmt: skip
     # decoded by hand: text=True would turn the carriage returns of a progress bar into newlines
@@ -309,6 +314,19 @@ def test_replay_is_refused_while_the_group_has_members(kafka: Kafka, pipeline) -
     assert_exact(p, ground_truth(events), ends)
 
 
+def small_steps(p) -> Path:
+    """The pipeline read in small steps: a flush after every batch of what one small fetch per
+    partition brings, so a crash after the first flush lands near the start of a replay, however
+    fast the machine is at that moment."""
+    doc = tomllib.loads(p.path.read_text())
+    doc["flush"] = {"interval": "1ms"}
+    small = {"max.partition.fetch.bytes": 4096, "queued.min.messages": 50}
+    doc["kafka"]["config"] = {**doc["kafka"].get("config", {}), **small}
+    path = p.path.with_name("small-steps.toml")
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
+    return path
+
+
 def test_crash_in_the_middle_of_a_replay_then_rerun(kafka: Kafka, pipeline) -> None:
     p = pipeline(partitions=4, flush="200ms")
     events = events_around_floor(160_000, 4, seed=36)
@@ -319,7 +337,8 @@ def test_crash_in_the_middle_of_a_replay_then_rerun(kafka: Kafka, pipeline) -> N
     damage(p, FLOOR)
     before = p.results()
 
-    crashed = replay(p, "--from-timestamp", str(FROM), "--yes", env={"EVENTFLEET_FAULT": "after_sink_commit@1"})
+    crashed = replay(p, "--from-timestamp", str(FROM), "--yes", env={"EVENTFLEET_FAULT": "after_sink_commit@1"},
+                     config=small_steps(p))  # fmt: skip
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     positions, filters = p.positions(), replay_filters(p)
     assert filters and all(f == (FLOOR, ends[q]) for q, f in filters.items())
