@@ -333,8 +333,6 @@ def test_step_errors_name_the_key_and_the_fix(tmp_path: Path, step: Any, says: s
     assert "\n" not in message
 
 
-def test_hopping_refused_until_the_worker_uses_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, {"size": "5m", "step": "1m"})
-    assert info.value.key == "window.step"
-    assert "not supported by the worker of this version yet" in str(info.value)
+def test_hopping_pipeline_loads(tmp_path: Path) -> None:
+    window = _load(tmp_path, {"size": "5m", "step": "1m"}).window
+    assert (window.size_ms, window.step_ms, window.hopping) == (5 * MINUTE, MINUTE, True)
