@@ -107,6 +107,7 @@ class Worker:
         self.state = WorkerState()
         self.by_partition = self.sink.partials_by_partition
         self.folds: tuple[Fold, Fold] | None = None  # hopping windows: the fold, and its replay form
+        self.late_unit = "(event, window) pairs" if pipeline.window.hopping else "events"  # what late counts count
         if pipeline.window.hopping:
             w, agg = pipeline.window, pipeline.aggregate
             args = (agg.group_by, agg.metrics, fields, w.size_ms, w.step_ms, w.grace_ms, self.by_partition)
@@ -553,7 +554,7 @@ class Worker:
             return
         for (topic, partition), n in late.items():  # now durable with the positions
             self.metrics.events_late.labels(topic, str(partition)).inc(n)
-            log.info("%d late events in %s[%d] not aggregated (counted)", n, topic, partition)
+            log.info("%d late %s in %s[%d] not aggregated (counted)", n, self.late_unit, topic, partition)
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         """Resume each new partition from the position and watermark the sink holds. While the
