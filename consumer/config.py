@@ -706,9 +706,6 @@ def _not_wired_yet(window: WindowSettings, aggregate: AggregateSettings) -> None
     """Hopping windows and sketch metrics are parsed and computed (consumer.window,
     consumer.aggregate) but the worker and the sinks do not use them yet: refuse them rather
     than compute something else."""
-    if window.hopping:
-        raise ConfigError("window.step", "hopping windows are not supported by the worker of this version yet",
-                          "remove step (tumbling windows of window.size)")  # fmt: skip
     for m in aggregate.metrics:
         if m.kind in SKETCH_KINDS:
             raise ConfigError(f"aggregate.metrics.{m.name}", f"{m.kind} metrics are not stored by the sinks "

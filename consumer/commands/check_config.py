@@ -25,7 +25,9 @@ def main(args: argparse.Namespace) -> int:
         reader, start = dict(pipeline.schema), header_size(pipeline.registry)
     print(f"{args.config}: OK")
     print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
-    print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
+    window = pipeline.window
+    every = f" starting every {window.step_ms} ms (hopping)" if window.hopping else ""
+    print(f"  windows of {window.size_ms} ms{every}, grace {window.grace_ms} ms")
     where = f"topic {pipeline.sink.topic}" if pipeline.sink.type == "kafka" else f"table {pipeline.sink.table}"
     print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
     for line in sink_lines:

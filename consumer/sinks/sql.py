@@ -74,6 +74,7 @@ def pipeline_signature(pipeline: Pipeline) -> str:
     return json.dumps(
         {
             "window_ms": pipeline.window.size_ms,
+            **({"step_ms": pipeline.window.step_ms} if pipeline.window.hopping else {}),
             "group_by": list(pipeline.aggregate.group_by),
             "metrics": {m.name: f"{m.kind}:{m.field}" if m.field else m.kind for m in pipeline.aggregate.metrics},
         },
@@ -348,7 +349,8 @@ class SqlSink(ReplayableSink):
         return thinned
 
     def _watermark_window(self, watermark: int) -> int:
-        return watermark if watermark == NO_WATERMARK else watermark - watermark % self.window_size_ms
+        step = self.pipeline.window.step_ms  # windows start every step (the size, when tumbling)
+        return watermark if watermark == NO_WATERMARK else watermark - watermark % step
 
     def _thin_checkpoints(self, cur: Cursor, key: tuple[str, str, int], cutoff: int) -> None:
         """Below ``cutoff`` (event time), keep only the last checkpoint per CHECKPOINT_SPARSE_MS.

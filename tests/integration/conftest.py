@@ -107,34 +107,40 @@ def generate(n: int, partitions: int, seed: int, start_ms: int = 1_800_000_000_0
 @dataclass
 class Truth:
     rows: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
-    late: int = 0
+    late: int = 0  # (event, window) pairs not aggregated: events, with tumbling windows
+    partly_late: int = 0  # hopping: events late for some of their windows only
 
 
-def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]]) -> Truth:
+def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]], step_ms: int = WINDOW_MS) -> Truth:
     """The rules of docs/design.md ("Events, windows, lateness") in a few lines: per-partition
-    watermark in offset order, late when window end + grace <= watermark; count/sum/min/max per
-    (window, campaign, type)."""
+    watermark in offset order; an event in every window [s, s + size) with s a multiple of
+    ``step_ms`` (the size: tumbling) and s <= t < s + size; each window late apart when its end +
+    grace <= watermark; count/sum/min/max per (window, campaign, type)."""
     truth = Truth()
     watermark: dict[int, int] = {}
     for p, r in events:
         if not isinstance(r, dict):
             continue  # an undecodable message: not aggregated
         t = r["ts"]
-        start = t // WINDOW_MS * WINDOW_MS
         wm = max(watermark.get(p, t), t)
         watermark[p] = wm
-        if start + WINDOW_MS + GRACE_MS <= wm:
-            truth.late += 1
-            continue
-        key = (start, r["campaign_id"], r["event_type"])
-        price = r["price_micros"]
-        if key not in truth.rows:
-            truth.rows[key] = [0, 0, price, price]
-        row = truth.rows[key]
-        row[0] += 1
-        row[1] += price
-        row[2] = min(row[2], price)
-        row[3] = max(row[3], price)
+        late = 0
+        starts = range(t // step_ms * step_ms, t - WINDOW_MS, -step_ms)  # scanned down from the newest
+        for start in starts:
+            if start + WINDOW_MS + GRACE_MS <= wm:
+                late += 1
+                continue
+            key = (start, r["campaign_id"], r["event_type"])
+            price = r["price_micros"]
+            if key not in truth.rows:
+                truth.rows[key] = [0, 0, price, price]
+            row = truth.rows[key]
+            row[0] += 1
+            row[1] += price
+            row[2] = min(row[2], price)
+            row[3] = max(row[3], price)
+        truth.late += late
+        truth.partly_late += 0 < late < len(starts)
     return truth
 
 
@@ -406,9 +412,11 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         sections: str = "",
         sink: str = "sqlite",
         schema: str = "",
+        step_ms: int = WINDOW_MS,
     ) -> Pipeline:
         """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s; ``schema``:
-        more lines of the [schema] table (a registry)."""
+        more lines of the [schema] table (a registry); ``step_ms``: hopping windows of WINDOW_MS
+        starting every step_ms (the default: tumbling windows)."""
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -440,6 +448,7 @@ path = "{SCHEMA_PATH}"
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"
 time_field = "ts"
+step = "{step_ms}ms"
 [aggregate]
 group_by = ["campaign_id", "event_type"]
 [aggregate.metrics]
