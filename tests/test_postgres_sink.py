@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 
 from consumer.config import Pipeline, load
-from consumer.errors import PositionConflict, SinkError
+from consumer.errors import ConfigError, PositionConflict, SinkError
 from consumer.sinks import check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
 from consumer.sinks.sql import TABLE_SUFFIXES
@@ -478,3 +478,16 @@ def test_check_names_missing_privileges(postgres: Postgres, pipeline: Pipeline) 
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "column"),
+    [("distinct:user_id", "_sketch"), ({"kind": "quantiles", "field": "price_micros", "quantiles": [0.999]}, "_p99_9")],
+)
+def test_a_sketch_column_name_past_63_bytes_is_refused(tmp_path: Path, spec: Any, column: str) -> None:
+    """The derived names count: a 58-byte metric name fits, its quantile or sketch column does not."""
+    name = "m" * 58
+    with pytest.raises(ConfigError) as info:
+        _pipeline(tmp_path, None, "t", {"events": "count", name: spec})
+    assert info.value.key == f"aggregate.metrics.{name}"
+    assert f"'{name}{column}' is longer than PostgreSQL's 63-byte column names" in str(info.value)
