@@ -5,6 +5,7 @@ their positions (docs/design.md, "The flush protocol", step 2). What one databas
 own (its types, locks, connections) is tested beside it: tests/test_sqlite_sink.py,
 tests/test_postgres_sink.py, tests/test_kafka_sink.py."""
 
+import json
 import math
 import random
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from datasketches import hll_sketch, kll_doubles_sketch
 
+from consumer import commands
 from consumer.aggregate import compile_updater
 from consumer.config import Pipeline
 from consumer.errors import PositionConflict, SinkError
@@ -469,3 +471,23 @@ def test_reopen_with_another_sketch_size_is_refused(sql_target: Target) -> None:
     other = {**first, "users": {"kind": "distinct", "field": "user_id", "lg_k": 14}}  # a table: written last
     with pytest.raises(SinkError, match="was written by a pipeline that computes"):
         t.open(t.pipeline(other, name="changed.toml"))  # type: ignore[arg-type]
+
+
+def test_the_results_command_shows_estimates_never_bytes(
+    sql_target: Target, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = sql_target
+    pipeline = _sketched(t)
+    sink = t.open(pipeline)
+    sink.write("g", {(0, "c", "click"): _sketch_partial(pipeline, [7, 8, 7, 9], [40, 10, 30, 20])},
+               [PositionWrite(t.pos(0, 4), None)], [])  # fmt: skip
+    config = str(t.folder / "sketches.toml")
+    assert commands.main(["results", "--config", config, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"window_start": 0, "window_end": SIZE, "campaign_id": "c", "event_type": "click", "events": 4, "users": 3,
+         "price_p50": 20.0, "price_p95": 40.0, "price_p99": 40.0}
+    ]  # fmt: skip
+    assert commands.main(["results", "--config", config]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["window_start", "window_end", "campaign_id", "event_type", *SKETCH_COLUMNS]
+    assert row.split()[2:] == ["c", "click", "4", "3", "20", "40", "40"]
