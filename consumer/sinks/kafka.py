@@ -28,7 +28,8 @@ left open by a crashed process is aborted by its coordinator only after
 read_committed consumers wait at the open transaction (:data:`TRANSACTION_TIMEOUT_MS`).
 
 Downstream, a key (window start and group-by values) is combined over all its records: add
-the counts and sums, take the min of the mins and the max of the maxes (:meth:`KafkaSink.results`).
+the counts and sums, take the min of the mins and the max of the maxes, union / merge the
+DataSketches sketches of ``NAME_sketch`` and read their estimates (:meth:`KafkaSink.results`).
 """
 
 import contextlib
