@@ -15,6 +15,8 @@ import psycopg
 import pytest
 import tomli_w
 
+from consumer import faults
+from consumer.aggregate import compile_updater
 from consumer.config import Pipeline, load
 from consumer.errors import ConfigError, PositionConflict, SinkError
 from consumer.sinks import check_sink, open_sink
@@ -491,3 +493,59 @@ def test_a_sketch_column_name_past_63_bytes_is_refused(tmp_path: Path, spec: Any
         _pipeline(tmp_path, None, "t", {"events": "count", name: spec})
     assert info.value.key == f"aggregate.metrics.{name}"
     assert f"'{name}{column}' is longer than PostgreSQL's 63-byte column names" in str(info.value)
+
+
+def test_a_key_inserted_by_another_worker_meanwhile_is_merged(
+    tmp_path: Path, postgres: Postgres, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sketches are merged in Python under row locks; a key without a row has none to lock. Worker
+    A inserts key K and holds its transaction open; B finds no row for K, and its insert waits on
+    A's. When A commits, B's insert does nothing, and B must read A's row, lock it and merge into
+    it, in the same transaction: both workers' users are counted."""
+    metrics = {"events": "count", "users": "distinct:user_id"}
+    pipeline = _pipeline(tmp_path, postgres.dsn, table, metrics)
+    a, b = PostgresSink(pipeline), PostgresSink(pipeline)
+    update = compile_updater(["campaign_id", "event_type"], pipeline.aggregate.metrics)
+
+    def partial(users: range) -> dict[Any, Any]:
+        state: dict[Any, Any] = {}
+        for u in users:
+            update(state, 0, {"campaign_id": "c", "event_type": "click", "user_id": u})
+        return state
+
+    go, held = threading.Event(), threading.Event()
+    real_reach = faults.reach
+
+    def reach(point: str) -> None:  # A stops inside its transaction, after its insert, until told
+        if point == "in_sink_transaction" and threading.current_thread().name == "a":
+            held.set()
+            go.wait(30)
+        real_reach(point)
+
+    monkeypatch.setattr(faults, "reach", reach)
+    errors: list[BaseException] = []
+
+    def write(sink: PostgresSink, users: range, partition: int) -> None:
+        try:
+            sink.write("g", partial(users), [PositionWrite(Position("ad-events", partition, 1, 0, 0, 0), None)], [])
+        except BaseException as e:
+            errors.append(e)
+
+    first = threading.Thread(target=write, args=(a, range(0, 100), 0), name="a")
+    first.start()
+    assert held.wait(30)
+    second = threading.Thread(target=write, args=(b, range(50, 150), 1), name="b")
+    second.start()
+    with psycopg.connect(postgres.dsn, autocommit=True) as db:  # B waits on A's uncommitted row
+        deadline = time.monotonic() + 30
+        while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the second insert never waited on the first"
+            time.sleep(0.02)
+    go.set()
+    first.join(30)
+    second.join(30)
+    a.close()
+    b.close()
+    assert errors == []
+    with psycopg.connect(postgres.dsn) as db:
+        assert db.execute(f'SELECT events, users FROM "{table}"').fetchall() == [(200, 150)]
