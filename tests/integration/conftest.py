@@ -224,10 +224,14 @@ def read_to_end(bootstrap: str, topic: str, isolation: str = "read_committed", t
         c.close()
 
 
-def read_deltas(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[dict[str, Any], int]]:
-    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above,
-    from the start to the end (the last stable offset with read_committed), with its partition."""
-    key_schema, value_schema = parse_schema(OUTPUT_KEY_SCHEMA), parse_schema(OUTPUT_VALUE_SCHEMA)
+def read_deltas(
+    bootstrap: str, topic: str, isolation: str = "read_committed", value_schema: dict[str, Any] | None = None
+) -> list[tuple[dict[str, Any], int]]:
+    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above (or
+    ``value_schema``: a pipeline with more metrics), from the start to the end (the last stable
+    offset with read_committed), with its partition."""
+    key_schema = parse_schema(OUTPUT_KEY_SCHEMA)
+    value_schema = parse_schema(value_schema or OUTPUT_VALUE_SCHEMA)
     out = []
     for m in read_to_end(bootstrap, topic, isolation):
         key = schemaless_reader(io.BytesIO(m.key()), key_schema, None)
@@ -270,6 +274,7 @@ class Pipeline:
     bootstrap: str = ""  # the kafka sink: its positions and output live on the broker
     out_topic: str = ""
     other_tables: list[str] = field(default_factory=list)  # PostgreSQL: dropped too at the end (shadows)
+    value_schema: dict[str, Any] | None = None  # the kafka sink's records, when the metrics are not the four
 
     def start_worker(self, fault: str | None = None, metrics_port: int = 0) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -386,7 +391,7 @@ class Pipeline:
 
     def results(self) -> dict[tuple[Any, ...], list[int]]:
         if self.sink == "kafka":  # a read_committed consumer of the output topic, written here
-            deltas = read_deltas(self.bootstrap, self.out_topic)
+            deltas = read_deltas(self.bootstrap, self.out_topic, value_schema=self.value_schema)
             assert all(d["source_topic"] == self.topic for d, _ in deltas)
             return combine([d for d, _ in deltas])
         rows = self.query(
@@ -413,10 +418,12 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         sink: str = "sqlite",
         schema: str = "",
         step_ms: int = WINDOW_MS,
+        metrics: str = "",
     ) -> Pipeline:
         """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s; ``schema``:
         more lines of the [schema] table (a registry); ``step_ms``: hopping windows of WINDOW_MS
-        starting every step_ms (the default: tumbling windows)."""
+        starting every step_ms (the default: tumbling windows); ``metrics``: more lines of
+        [aggregate.metrics], after the four of every pipeline."""
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -456,6 +463,7 @@ events = "count"
 spend = "sum:price_micros"
 min_price = "min:price_micros"
 max_price = "max:price_micros"
+{metrics}
 [sink]
 {sink_section}
 [flush]
