@@ -18,6 +18,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     pipeline = config.load(args.config)
+    from ..source import check_consumer_settings  # declares the metrics: never on building the parser
+
+    check_consumer_settings(pipeline)  # librdkafka's own checks of [kafka.config]
     sink_lines = check_sink(pipeline)  # connects: a sink the workers could not use is an error here
     writer, reader, start, registry_line = dict(pipeline.schema), None, 0, ""
     if pipeline.registry is not None:  # likewise a registry: checked before anything is said OK
