@@ -44,7 +44,7 @@ test: install tools tools-terraform ## lint, type-check, then every test in two 
 test-faults: install ## the fault suite: a 3-broker cluster killed and bounced under a fleet, a SASL_SSL broker (~10 min)
 	$(BIN)/pytest -m faults tests/faults
 
-bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events, schemaless and registry-framed (about 20 min)
+bench: install ## the benchmark: raw, naive, Quix Streams and eventfleet on 2M events, schemaless, registry-framed and with sketches (about 25 min)
 	$(BIN)/python bench/run.py --events 2000000 --repeat 3
 
 bench-tail: install ## the tail benchmark: eventfleet tail, a naive loop and rsyslog on 2M JSON lines (installs rsyslog with apt-get)

@@ -36,6 +36,8 @@ RATIOS = (
     ("eventfleet-1-registry", "eventfleet-1"),
     ("eventfleet-1-registry", "naive-registry"),
     ("eventfleet-1-registry", "quix-registry"),
+    ("eventfleet-1-sketches", "eventfleet-1"),
+    ("eventfleet-1-sketches", "quix-sketches"),
 )
 # the schema registry's targets (#13): (a, b, measure, at least), where a / b by "events/s" is the
 # ratio of the events/s and by "CPU per event" that of the CPU-s per million events, b's over a's
@@ -43,6 +45,9 @@ TARGETS = (
     ("eventfleet-1-registry", "eventfleet-1", "CPU per event", 0.95),
     ("eventfleet-1-registry", "naive-registry", "events/s", 1.5),
     ("eventfleet-1-registry", "quix-registry", "events/s", 8.0),
+    # the sketch metrics' targets (#17): a distinct and a quantiles metric added to the example
+    ("eventfleet-1-sketches", "eventfleet-1", "events/s", 0.6),
+    ("eventfleet-1-sketches", "quix-sketches", "events/s", 8.0),
 )
 STRATEGIES = ("copy", "unnest", "executemany")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
@@ -143,6 +148,14 @@ def main_block(doc: dict[str, Any], source: str) -> str:
             f"| {a} / {b} | {by} | {least:.2f}x | {got:.2f}x | {', '.join(f'{x:.2f}' for x in rounds)} "
             f"| {'met' if got >= least else '**missed**'} |"
         )
+    sizes = [r["sink_bytes_per_row"] for r in doc["runs"].get("eventfleet-1-sketches", []) if "sink_bytes_per_row" in r]
+    if sizes:
+        mid = {k: statistics.median(z[k] for z in sizes) for k in ("users_sketch", "price_sketch", "file")}
+        lines += [
+            "",
+            f"eventfleet-1-sketches' SQLite sink, bytes per row (medians): `users_sketch` {mid['users_sketch']:,.0f}, "
+            f"`price_sketch` {mid['price_sketch']:,.0f}, the whole file (tables, indexes, WAL) {mid['file']:,.0f}.",
+        ]
     return "\n".join(lines)
 
 

@@ -178,6 +178,19 @@ def estimates(metric: Metric, value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
+def stored_values(metrics: Sequence[Metric], partial: Partial) -> tuple[Any, ...]:
+    """A partial as the sinks store it, in the order of ``Pipeline.column_types``: each metric's
+    :func:`estimates`, and after a sketch metric's estimates its :func:`sketch_to_bytes`."""
+    out: list[Any] = []
+    for m, v in zip(metrics, partial, strict=True):
+        if m.kind in SKETCH_KINDS:
+            out += estimates(m, v)
+            out.append(sketch_to_bytes(m, v))
+        else:
+            out.append(v)
+    return tuple(out)
+
+
 def sketch_to_bytes(metric: Metric, sketch: Any) -> bytes:
     """A sketch's stored form: DataSketches' compact serialization (readable by its Java, C++ and
     Python libraries, and by Druid, Pinot... that use them)."""

@@ -183,7 +183,14 @@ class Pipeline:
         for g in self.aggregate.group_by:
             cols[g] = self.field_types[g]
         for m in self.aggregate.metrics:
-            cols[m.name] = "long" if m.kind == "count" else self.field_types[m.field or ""]
+            if m.kind == "distinct":
+                cols[m.name] = "long"
+            elif m.kind == "quantiles":
+                cols |= dict.fromkeys(estimate_columns(m), "double")
+            else:
+                cols[m.name] = "long" if m.kind == "count" else self.field_types[m.field or ""]
+            if m.kind in SKETCH_KINDS:
+                cols[sketch_column(m)] = "bytes"  # the serialized sketch (aggregate.sketch_to_bytes)
         return cols
 
 
@@ -219,7 +226,6 @@ def parse(doc: Mapping[str, Any], path: Path) -> Pipeline:
     schema_path, schema, types, registry = _schema(_table(doc, "schema"), base, kafka.topics)
     window = _window(_table(doc, "window"), types)
     aggregate = _aggregate(_table(doc, "aggregate"), types)
-    _not_wired_yet(window, aggregate)
     sink = _sink(_table(doc, "sink"), base)
     flush = _table(doc, "flush", required=False)
     interval = _duration(flush, "flush.interval", "interval", default="5s")
@@ -700,19 +706,6 @@ def _divisor_below(size: int, step: int) -> int:
         if size % n == 0 and (size // n) % grain == 0:
             return size // n
     return grain
-
-
-def _not_wired_yet(window: WindowSettings, aggregate: AggregateSettings) -> None:
-    """Hopping windows and sketch metrics are parsed and computed (consumer.window,
-    consumer.aggregate) but the worker and the sinks do not use them yet: refuse them rather
-    than compute something else."""
-    if window.hopping:
-        raise ConfigError("window.step", "hopping windows are not supported by the worker of this version yet",
-                          "remove step (tumbling windows of window.size)")  # fmt: skip
-    for m in aggregate.metrics:
-        if m.kind in SKETCH_KINDS:
-            raise ConfigError(f"aggregate.metrics.{m.name}", f"{m.kind} metrics are not stored by the sinks "
-                              "of this version yet", "remove the metric")  # fmt: skip
 
 
 def _aggregate(t: Mapping[str, Any], types: Mapping[str, str]) -> AggregateSettings:

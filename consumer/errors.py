@@ -38,3 +38,18 @@ class PositionConflict(SinkError):
 
 class KafkaSetupError(EventfleetError):
     """The local development broker cannot be set up or started."""
+
+
+def librdkafka_config_error(error: BaseException) -> ConfigError | None:
+    """The ConfigError for a client librdkafka refused to create because of a setting of
+    ``[kafka.config]`` (``KafkaException`` with ``_INVALID_ARG``), else None."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(error, KafkaException) or not error.args or not isinstance(error.args[0], KafkaError):
+        return None
+    if error.args[0].code() != KafkaError._INVALID_ARG:
+        return None
+    return ConfigError(
+        "kafka.config", f"librdkafka refused it: {error.args[0].str()}",
+        "correct or remove the setting (librdkafka's CONFIGURATION.md lists them and their limits)",
+    )  # fmt: skip

@@ -334,10 +334,11 @@ def claim_instance(pipeline: Pipeline, instance: str) -> int:
 def run(pipeline: Pipeline, workers: int | None, metrics_port: int | None, extra_args: list[str]) -> int:
     instance = instance_id(pipeline)
     supervisor = Supervisor(pipeline, workers or available_cpus(), metrics_port, extra_args, instance)
-    from .source import check_topics  # only now: it imports prometheus_client, which reads the env
+    from .source import check_consumer_settings, check_topics  # only now: prometheus_client reads the env
 
     try:
         supervisor.listen()
+        check_consumer_settings(pipeline)  # a bad [kafka.config] likewise
         check_topics(pipeline)  # a missing topic or broker is a start-up error, not a crash loop
         if instance is not None:
             claim_instance(pipeline, instance)  # held until this process exits

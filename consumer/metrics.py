@@ -21,7 +21,8 @@ class WorkerMetrics:
             "eventfleet_events_aggregated_total", "Events folded into a window's aggregates.", registry=r
         )
         self.events_late = Counter(
-            "eventfleet_events_late_total", "Events not aggregated because their window had closed.",
+            "eventfleet_events_late_total",
+            "Events not aggregated because their window had closed (hopping windows: (event, window) pairs).",
             ["topic", "partition"], registry=r,
         )  # fmt: skip
         self.events_invalid = Counter(

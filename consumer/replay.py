@@ -43,7 +43,7 @@ from .sinks import ReplayableSink, open_sink, replayable
 from .sinks.postgres import LONGEST_SUFFIX as PG_TABLE_SUFFIX
 from .sinks.postgres import NAME_BYTES as PG_NAME_BYTES
 from .types import Position, TopicPartition
-from .window import NO_WATERMARK, iso, window_start
+from .window import NO_WATERMARK, iso, window_starts
 from .worker import Worker, build
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,12 @@ def resolve_floor(
     pipeline: Pipeline, mode: Mode, kafka: Kafka, offsets: dict[TopicPartition, tuple[int, int]]
 ) -> tuple[int, str]:
     """The first window to recompute (NO_WATERMARK: all) and a line saying how it was chosen."""
-    size = pipeline.window.size_ms
+    size, step = pipeline.window.size_ms, pipeline.window.step_ms  # windows start every step
     if mode.kind == "earliest":
         return NO_WATERMARK, "--from-earliest: every window is recomputed (the table is rebuilt)"
     if mode.kind == "timestamp":
         t = mode.timestamp_ms
-        floor = -(-t // size) * size  # windows that start at or after t
+        floor = -(-t // step) * step  # windows that start at or after t
         rounded = "" if floor == t else f" (the first window that starts at or after {iso(t)})"
         return floor, f"windows from {iso(floor)}{rounded} are recomputed; earlier windows are kept as they are"
     topics = pipeline.kafka.topics
@@ -96,7 +96,8 @@ def resolve_floor(
             )  # fmt: skip
         found = kafka.first_event((topic, partition), offset, high, event_time)
         if found is not None:
-            firsts.append((window_start(found[1], size), topic, partition, found[0], found[1]))
+            oldest = window_starts(found[1], size, step)[0]  # the event's oldest window
+            firsts.append((oldest, topic, partition, found[0], found[1]))
     if not firsts:
         raise ReplayRefused("no event at or after the given offsets: nothing to replay")
     floor, topic, partition, at, t = min(firsts)

@@ -19,7 +19,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from . import kafkalog
 from .config import Pipeline
-from .errors import EventfleetError
+from .errors import EventfleetError, librdkafka_config_error
 from .types import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,15 @@ def client_id() -> str:
     """Names the host and process (and its supervisor) of a group member, so that ``eventfleet
     replay`` can say which members are still running and whom to stop."""
     return f"eventfleet-{socket.gethostname()}-pid{os.getpid()}-ppid{os.getppid()}"
+
+
+def check_consumer_settings(pipeline: Pipeline) -> None:
+    """librdkafka checks its settings when a client is created: create the workers' consumer
+    once, and close it, so that a bad ``[kafka.config]`` is one line before any worker starts."""
+    try:
+        Consumer(consumer_settings(pipeline)).close()
+    except KafkaException as e:
+        raise librdkafka_config_error(e) or e from None
 
 
 def check_topics(pipeline: Pipeline, client: Any = None, topics: tuple[str, ...] | None = None) -> None:

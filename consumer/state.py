@@ -86,15 +86,17 @@ class WorkerState:
         self.replaying = any(p.replaying for p in self.parts.values())
         return self.replaying
 
-    def note_passed(self, window_size_ms: int) -> None:
+    def note_passed(self, window_step_ms: int) -> None:
         """After each batch: remember each partition's state as the last one of its window of the
-        watermark. Written as replay checkpoints with the next flush, they let a replay rewind to
-        within a batch of where it must, however rarely the flushes come."""
+        watermark (windows start every ``window_step_ms``: the size for tumbling windows, the step
+        for hopping ones, where a replay may start). Written as replay checkpoints with the next
+        flush, they let a replay rewind to within a batch of where it must, however rarely the
+        flushes come."""
         for p in self.parts.values():
             if p.next_offset != p.noted_offset and p.next_offset is not None:
                 p.noted_offset = p.next_offset
                 wm = p.watermark
-                p.passed[wm if wm == NO_WATERMARK else wm - wm % window_size_ms] = p.position()
+                p.passed[wm if wm == NO_WATERMARK else wm - wm % window_step_ms] = p.position()
 
     def pending(self) -> list[PositionWrite]:
         """Flush step 1: the positions to write, as of the last event included in the partials."""

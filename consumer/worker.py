@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException
 
 from . import faults, profiling, protocol, summary
-from .aggregate import compile_updater
+from .aggregate import Fold, compile_fold, compile_updater
 from .backoff import backoff_s
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Pipeline
@@ -106,6 +106,12 @@ class Worker:
         self.update = compile_updater(pipeline.aggregate.group_by, pipeline.aggregate.metrics, fields)
         self.state = WorkerState()
         self.by_partition = self.sink.partials_by_partition
+        self.folds: tuple[Fold, Fold] | None = None  # hopping windows: the fold, and its replay form
+        self.late_unit = "(event, window) pairs" if pipeline.window.hopping else "events"  # what late counts count
+        if pipeline.window.hopping:
+            w, agg = pipeline.window, pipeline.aggregate
+            args = (agg.group_by, agg.metrics, fields, w.size_ms, w.step_ms, w.grace_ms, self.by_partition)
+            self.folds = (compile_fold(*args), compile_fold(*args, replay=True))
         self.stopping = False
         self.invalid_caps = InvalidCaps(pipeline.dlq)
         self.outage_since: float | None = None  # clock.monotonic() when the sink started failing
@@ -229,6 +235,11 @@ class Worker:
         aggregated (its window was kept and holds it already), and an undecodable message is only
         counted (its reject row and dead letter exist). The other partitions pay one test of a
         local per aggregated event.
+
+        Hopping windows go through the generated fold (:func:`consumer.aggregate.compile_fold`):
+        each window of the event is judged late or not apart, and ``late_events`` counts the
+        (event, window) pairs not aggregated. Tumbling pipelines keep the inlined rule below and
+        pay one test of a local per event.
         """
         parts = self.state.parts
         partials = self.state.partials
@@ -238,6 +249,9 @@ class Worker:
         timed = self.pipeline.window.time_field is not None  # record[0] is the event time
         one_topic = len(self.pipeline.kafka.topics) == 1
         by_partition = self.by_partition
+        folds = self.folds  # hopping windows (None: tumbling, one window per event, inlined below)
+        step = self.pipeline.window.step_ms
+        windows = size // step  # of each event
         rejected_before = len(self.state.rejects)
         skipped = errors = unread = 0  # messages not aggregated (revoked, rejected, late); error events; left
         # A batch comes in runs of one partition: look the partition up when the run changes, and
@@ -280,6 +294,19 @@ class Worker:
                 skipped += 1
                 continue
             t = record[0] if timed else msg.timestamp()[1]
+            if folds is not None:  # hopping: the fold judges and aggregates each window of t apart
+                if t > part.watermark:
+                    part.watermark = t
+                if until and msg.offset() < until:  # windows before the replay's floor are not aggregated
+                    late = folds[1](partials, t, record, part.watermark, run, part.replay_floor)
+                    kept = t - t % step < part.replay_floor  # its newest window too: nothing aggregated
+                else:
+                    late = folds[0](partials, t, record, part.watermark, run)
+                    kept = False
+                part.late_events += late  # (event, window) pairs: counted with the position, never aggregated
+                if kept or late == windows:
+                    skipped += 1
+                continue
             ws = t - t % size
             if t > part.watermark:
                 part.watermark = t
@@ -301,7 +328,7 @@ class Worker:
 
     def _processed(self, messages: int, skipped: int, rejected_before: int) -> None:
         """Per batch: ``messages`` read (error events such as end-of-partition excluded)."""
-        self.state.note_passed(self.pipeline.window.size_ms)
+        self.state.note_passed(self.pipeline.window.step_ms)
         self.batch_events = messages
         self.events += messages
         self.invalid_caps.check(messages, len(self.state.rejects) - rejected_before)
@@ -527,7 +554,7 @@ class Worker:
             return
         for (topic, partition), n in late.items():  # now durable with the positions
             self.metrics.events_late.labels(topic, str(partition)).inc(n)
-            log.info("%d late events in %s[%d] not aggregated (counted)", n, topic, partition)
+            log.info("%d late %s in %s[%d] not aggregated (counted)", n, self.late_unit, topic, partition)
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         """Resume each new partition from the position and watermark the sink holds. While the

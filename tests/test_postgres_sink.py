@@ -15,8 +15,10 @@ import psycopg
 import pytest
 import tomli_w
 
+from consumer import faults
+from consumer.aggregate import compile_updater
 from consumer.config import Pipeline, load
-from consumer.errors import PositionConflict, SinkError
+from consumer.errors import ConfigError, PositionConflict, SinkError
 from consumer.sinks import check_sink, open_sink
 from consumer.sinks.postgres import STRATEGIES, PostgresSink, check
 from consumer.sinks.sql import TABLE_SUFFIXES
@@ -478,3 +480,72 @@ def test_check_names_missing_privileges(postgres: Postgres, pipeline: Pipeline) 
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "column"),
+    [("distinct:user_id", "_sketch"), ({"kind": "quantiles", "field": "price_micros", "quantiles": [0.999]}, "_p99_9")],
+)
+def test_a_sketch_column_name_past_63_bytes_is_refused(tmp_path: Path, spec: Any, column: str) -> None:
+    """The derived names count: a 58-byte metric name fits, its quantile or sketch column does not."""
+    name = "m" * 58
+    with pytest.raises(ConfigError) as info:
+        _pipeline(tmp_path, None, "t", {"events": "count", name: spec})
+    assert info.value.key == f"aggregate.metrics.{name}"
+    assert f"'{name}{column}' is longer than PostgreSQL's 63-byte column names" in str(info.value)
+
+
+def test_a_key_inserted_by_another_worker_meanwhile_is_merged(
+    tmp_path: Path, postgres: Postgres, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sketches are merged in Python under row locks; a key without a row has none to lock. Worker
+    A inserts key K and holds its transaction open; B finds no row for K, and its insert waits on
+    A's. When A commits, B's insert does nothing, and B must read A's row, lock it and merge into
+    it, in the same transaction: both workers' users are counted."""
+    metrics = {"events": "count", "users": "distinct:user_id"}
+    pipeline = _pipeline(tmp_path, postgres.dsn, table, metrics)
+    a, b = PostgresSink(pipeline), PostgresSink(pipeline)
+    update = compile_updater(["campaign_id", "event_type"], pipeline.aggregate.metrics)
+
+    def partial(users: range) -> dict[Any, Any]:
+        state: dict[Any, Any] = {}
+        for u in users:
+            update(state, 0, {"campaign_id": "c", "event_type": "click", "user_id": u})
+        return state
+
+    go, held = threading.Event(), threading.Event()
+    real_reach = faults.reach
+
+    def reach(point: str) -> None:  # A stops inside its transaction, after its insert, until told
+        if point == "in_sink_transaction" and threading.current_thread().name == "a":
+            held.set()
+            go.wait(30)
+        real_reach(point)
+
+    monkeypatch.setattr(faults, "reach", reach)
+    errors: list[BaseException] = []
+
+    def write(sink: PostgresSink, users: range, partition: int) -> None:
+        try:
+            sink.write("g", partial(users), [PositionWrite(Position("ad-events", partition, 1, 0, 0, 0), None)], [])
+        except BaseException as e:
+            errors.append(e)
+
+    first = threading.Thread(target=write, args=(a, range(0, 100), 0), name="a")
+    first.start()
+    assert held.wait(30)
+    second = threading.Thread(target=write, args=(b, range(50, 150), 1), name="b")
+    second.start()
+    with psycopg.connect(postgres.dsn, autocommit=True) as db:  # B waits on A's uncommitted row
+        deadline = time.monotonic() + 30
+        while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the second insert never waited on the first"
+            time.sleep(0.02)
+    go.set()
+    first.join(30)
+    second.join(30)
+    a.close()
+    b.close()
+    assert errors == []
+    with psycopg.connect(postgres.dsn) as db:
+        assert db.execute(f'SELECT events, users FROM "{table}"').fetchall() == [(200, 150)]

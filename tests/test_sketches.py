@@ -7,7 +7,6 @@ Error bounds are the library's documented ones: HLL's relative standard error 1.
 error 2.446 / k^0.9433 (1.65% at k = 200, at 99% confidence, for any rank).
 """
 
-import copy
 import json
 import math
 import random
@@ -236,25 +235,27 @@ def test_config_sketch_errors_name_the_key(metrics: dict[str, Any], key: str, sa
     assert ". Fix: " in str(err)
 
 
-def test_config_refuses_sketches_until_the_sinks_store_them(tmp_path: Path) -> None:
+def test_config_loads_sketches_and_their_column_types(tmp_path: Path) -> None:
+    """Sketch metrics load; their estimates are plain columns (long, double) and each sketch has
+    a bytes column of its own, after its estimates."""
     doc: dict[str, Any] = {
         "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["requests"], "group_id": "g"},
         "schema": {"path": "request.avsc"},
         "window": {"size": "1m", "time_field": "ts"},
-        "aggregate": {"group_by": ["endpoint"], "metrics": {"n": "count", "users": "distinct:user_id"}},
+        "aggregate": {"group_by": ["endpoint"], "metrics": {
+            "n": "count", "users": "distinct:user_id",
+            "latency": {"kind": "quantiles", "field": "latency_ms", "quantiles": [0.5, 0.999]}}},
         "sink": {"type": "sqlite", "path": "out.db", "table": "stats"},
-    }
+    }  # fmt: skip
     (tmp_path / "request.avsc").write_text(json.dumps(SCHEMA), encoding="utf-8")
     path = tmp_path / "pipeline.toml"
     path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    assert info.value.key == "aggregate.metrics.users"
-    assert "not stored by the sinks of this version yet" in str(info.value)
-    no_sketch = copy.deepcopy(doc)
-    del no_sketch["aggregate"]["metrics"]["users"]
-    path.write_text(tomli_w.dumps(no_sketch), encoding="utf-8")
-    assert load(path).aggregate.metrics == (Metric("n", "count"),)
+    pipeline = load(path)
+    assert [m.name for m in pipeline.aggregate.metrics] == ["n", "users", "latency"]
+    assert pipeline.column_types() == {
+        "window_start": "long", "window_end": "long", "endpoint": "string", "n": "long", "users": "long",
+        "users_sketch": "bytes", "latency_p50": "double", "latency_p99_9": "double", "latency_sketch": "bytes",
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

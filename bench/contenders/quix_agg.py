@@ -68,6 +68,12 @@ loop after that message (Quix then commits a final checkpoint). A watchdog threa
 if no message was processed for --idle-timeout seconds (default 120), and the script then exits 1
 with "processed" < N.
 
+With --sketches (the quix-sketches contender) each event type's state also holds what the
+distinct and quantiles metrics of eventfleet-1-sketches compute, with Quix's own `.reduce()`
+and plain JSON-serializable state (Quix has no sketch aggregators): the distinct user ids
+(a dict used as a set) and every price, turned at window close into the exact distinct count
+`users` and the exact nearest-rank `price_p50`, `price_p95`, `price_p99`.
+
 RESULT.json: {"first_message_at", "done_at", "processed", "late_dropped", "windows": [...]} where
 "windows" holds every window Quix emitted from `.final()`, one entry per (window, campaign_id,
 event_type); windows still open at the end are not listed. "late_dropped" (extra) counts the
@@ -78,6 +84,7 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -119,6 +126,37 @@ def reducer(agg: dict, value: dict) -> dict:
     return agg
 
 
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def initializer_sketches(value: dict) -> dict:
+    p = value["price_micros"]
+    return {value["event_type"]: [1, p, p, p, {str(value["user_id"]): 1}, [p]]}
+
+
+def reducer_sketches(agg: dict, value: dict) -> dict:
+    et = value["event_type"]
+    p = value["price_micros"]
+    m = agg.get(et)
+    if m is None:
+        agg[et] = [1, p, p, p, {str(value["user_id"]): 1}, [p]]
+    else:
+        m[0] += 1
+        m[1] += p
+        if p < m[2]:
+            m[2] = p
+        elif p > m[3]:
+            m[3] = p
+        m[4][str(value["user_id"])] = 1
+        m[5].append(p)
+    return agg
+
+
+def nearest_rank(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
+
+
 def ts_extractor(value: Any, headers: Any, timestamp: float, timestamp_type: Any) -> int:
     return value["ts"]
 
@@ -142,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     values.add_argument("--registry", help="schema registry URL of framed values (Confluent wire format)")
     ap.add_argument("--events", type=int, required=True, help="stop after this many input messages")
     ap.add_argument("--out", required=True, help="where to write RESULT.json")
+    ap.add_argument("--sketches", action="store_true", help="also distinct users and price quantiles, exact")
     ap.add_argument("--idle-timeout", type=float, default=120.0, help="give up after this many s without progress")
     args = ap.parse_args(argv)
 
@@ -182,18 +221,21 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(value: dict, key: Any, _timestamp: int, _headers: Any) -> None:
         start = value["start"]
-        for event_type, (count, total, lo, hi) in value["value"].items():
-            windows.append(
-                {
-                    "window_start": start,
-                    "campaign_id": key,
-                    "event_type": event_type,
-                    "events": count,
-                    "spend": total,
-                    "min_price": lo,
-                    "max_price": hi,
-                }
-            )
+        for event_type, (count, total, lo, hi, *exact) in value["value"].items():
+            row = {
+                "window_start": start,
+                "campaign_id": key,
+                "event_type": event_type,
+                "events": count,
+                "spend": total,
+                "min_price": lo,
+                "max_price": hi,
+            }
+            if exact:
+                users, prices = exact
+                row["users"] = len(users)
+                row |= {f"price_p{round(q * 100)}": nearest_rank(prices, q) for q in QUANTILES}
+            windows.append(row)
 
     state_dir = tempfile.mkdtemp(prefix="quix-agg-state-")
     try:
@@ -215,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         sdf = app.dataframe(topic)
         sdf = (
             sdf.tumbling_window(duration_ms=WINDOW_MS, grace_ms=GRACE_MS, on_late=on_late)
-            .reduce(reducer=reducer, initializer=initializer)
+            .reduce(
+                reducer=reducer_sketches if args.sketches else reducer,
+                initializer=initializer_sketches if args.sketches else initializer,
+            )
             .final()
         )
         sdf.update(emit, metadata=True)

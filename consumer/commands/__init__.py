@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import EventfleetError
+from ..errors import EventfleetError, librdkafka_config_error
 
 DESCRIPTION = (
     "The ``eventfleet`` command: run, tail, produce, results, replay, kafka, postgres, registry, demo, check-config."
@@ -51,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        config_error = librdkafka_config_error(e)
+        if config_error is None:
+            raise
+        print(f"eventfleet: {config_error}", file=sys.stderr)
+        return 2
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

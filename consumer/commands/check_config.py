@@ -18,6 +18,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     pipeline = config.load(args.config)
+    from ..source import check_consumer_settings  # declares the metrics: never on building the parser
+
+    check_consumer_settings(pipeline)  # librdkafka's own checks of [kafka.config]
     sink_lines = check_sink(pipeline)  # connects: a sink the workers could not use is an error here
     writer, reader, start, registry_line = dict(pipeline.schema), None, 0, ""
     if pipeline.registry is not None:  # likewise a registry: checked before anything is said OK
@@ -25,7 +28,9 @@ def main(args: argparse.Namespace) -> int:
         reader, start = dict(pipeline.schema), header_size(pipeline.registry)
     print(f"{args.config}: OK")
     print(f"  reads {', '.join(pipeline.kafka.topics)} as group {pipeline.kafka.group_id}")
-    print(f"  windows of {pipeline.window.size_ms} ms, grace {pipeline.window.grace_ms} ms")
+    window = pipeline.window
+    every = f" starting every {window.step_ms} ms (hopping)" if window.hopping else ""
+    print(f"  windows of {window.size_ms} ms{every}, grace {window.grace_ms} ms")
     where = f"topic {pipeline.sink.topic}" if pipeline.sink.type == "kafka" else f"table {pipeline.sink.table}"
     print(f"  writes {pipeline.sink.type} {where} ({', '.join(pipeline.column_types())})")
     for line in sink_lines:

@@ -28,7 +28,8 @@ left open by a crashed process is aborted by its coordinator only after
 read_committed consumers wait at the open transaction (:data:`TRANSACTION_TIMEOUT_MS`).
 
 Downstream, a key (window start and group-by values) is combined over all its records: add
-the counts and sums, take the min of the mins and the max of the maxes (:meth:`KafkaSink.results`).
+the counts and sums, take the min of the mins and the max of the maxes, union / merge the
+DataSketches sketches of ``NAME_sketch`` and read their estimates (:meth:`KafkaSink.results`).
 """
 
 import contextlib
@@ -51,7 +52,18 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # t
 from confluent_kafka.cimpl import NewTopic
 
 from .. import faults
-from ..aggregate import Partial, State, merge
+from ..aggregate import (
+    SKETCH_KINDS,
+    Metric,
+    Partial,
+    State,
+    estimate_columns,
+    estimates,
+    merge,
+    sketch_column,
+    sketch_from_bytes,
+    stored_values,
+)
 from ..config import MANAGED_PRODUCER_KEYS, Pipeline, SinkSettings, _string
 from ..decode import make_decoder, make_encoder
 from ..errors import ConfigError, EventfleetError, PositionConflict, SinkError
@@ -111,8 +123,11 @@ def key_schema(pipeline: Pipeline) -> dict[str, Any]:
 def output_schema(pipeline: Pipeline) -> dict[str, Any]:
     """The Avro record of a message value: one partition's partial aggregate of one key since
     that partition's previous flush (a delta), derived from the pipeline."""
-    metrics = []
+    metrics: list[dict[str, Any]] = []
     for m in pipeline.aggregate.metrics:
+        if m.kind in SKETCH_KINDS:
+            metrics += _sketch_fields(m)
+            continue
         if m.kind == "count":
             kind, doc = "long", "events counted (add deltas)"
         else:
@@ -133,6 +148,23 @@ def output_schema(pipeline: Pipeline) -> dict[str, Any]:
             {"name": "source_partition", "type": "int", "doc": "the input partition of these events"},
         ],
     }
+
+
+def _sketch_fields(m: Metric) -> list[dict[str, Any]]:
+    """A sketch metric's fields: the estimates of this delta alone (not to be added up), then the
+    sketch to merge downstream (docs/sinks.md, "Combining the deltas")."""
+    if m.kind == "distinct":
+        fields: list[dict[str, Any]] = [
+            {"name": m.name, "type": "long", "doc": f"distinct {m.field} in this delta (estimate; merge the sketches)"}
+        ]
+        what = f"DataSketches HLL sketch of {m.field} (lg_k {m.lg_k}, HLL_8), compact: union the deltas'"
+    else:
+        fields = [
+            {"name": c, "type": "double", "doc": f"quantile {q} of {m.field} in this delta (merge the sketches)"}
+            for c, q in zip(estimate_columns(m), m.quantiles, strict=True)
+        ]
+        what = f"DataSketches KLL doubles sketch of {m.field} (k {m.k}): merge the deltas'"
+    return [*fields, {"name": sketch_column(m), "type": "bytes", "doc": what}]
 
 
 def _window_field(name: str, what: str) -> dict[str, Any]:
@@ -280,6 +312,8 @@ class KafkaSink(Sink):
         self.topic = pipeline.sink.topic
         self.group_by = pipeline.aggregate.group_by
         self.metrics = pipeline.aggregate.metrics
+        self.sketched = any(m.kind in SKETCH_KINDS for m in self.metrics)
+        self.value_columns = list(pipeline.column_types())[2 + len(self.group_by) :]  # the metrics' fields
         self.size = pipeline.window.size_ms
         self.fingerprint = fingerprint(pipeline)
         self.encode_key, self.encode_value = output_encoders(pipeline)
@@ -399,11 +433,12 @@ class KafkaSink(Sink):
 
     def _produce(self, producer: Producer, partials: State) -> None:
         topic, size, group_by, metrics = self.topic, self.size, self.group_by, self.metrics
-        encode_key, encode_value = self.encode_key, self.encode_value
+        encode_key, encode_value, columns = self.encode_key, self.encode_value, self.value_columns
         for (window, *groups), values in partials.items():
             ws, source_topic, source_partition = window  # partials_by_partition: see the worker
             key = {"window_start": ws, **dict(zip(group_by, groups, strict=True))}
-            value = {**key, "window_end": ws + size, **{m.name: v for m, v in zip(metrics, values, strict=True)},
+            stored = stored_values(metrics, values) if self.sketched else values  # sketches: estimates, bytes
+            value = {**key, "window_end": ws + size, **dict(zip(columns, stored, strict=True)),
                      "source_topic": source_topic, "source_partition": source_partition}  # fmt: skip
             k, v = encode_key(key), encode_value(value)
             while True:
@@ -469,16 +504,21 @@ class KafkaSink(Sink):
 
     def results(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Every key's aggregate: the output topic read to its end with read_committed, the
-        deltas combined by each metric's merge rule."""
+        deltas combined by each metric's merge rule (the sketches merged, their estimates shown)."""
         totals: dict[tuple[Any, ...], Partial] = {}
-        names = [m.name for m in self.metrics]
+        metrics = self.metrics
         for r in read_output(self.pipeline):
             key = (r["window_start"], *(r[g] for g in self.group_by))
-            values = [r[n] for n in names]
+            values = [
+                sketch_from_bytes(m, r[sketch_column(m)]) if m.kind in SKETCH_KINDS else r[m.name] for m in metrics
+            ]
             old = totals.get(key)
-            totals[key] = values if old is None else merge(self.metrics, old, values)
-        columns = ["window_start", "window_end", *self.group_by, *names]
-        rows = [(k[0], k[0] + self.size, *k[1:], *v) for k, v in sorted(totals.items())]
+            totals[key] = values if old is None else merge(metrics, old, values)
+        columns = ["window_start", "window_end", *self.group_by, *(c for m in metrics for c in estimate_columns(m))]
+        rows = [
+            (k[0], k[0] + self.size, *k[1:], *(e for m, v in zip(metrics, vs, strict=True) for e in estimates(m, v)))
+            for k, vs in sorted(totals.items())
+        ]
         return columns, rows
 
     def close(self) -> None:

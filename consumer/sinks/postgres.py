@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from ..aggregate import State
+from ..aggregate import SKETCH_KINDS, Key, Partial, State, estimate_columns, sketch_column
 from ..config import Pipeline, SinkSettings, _identifier, _string
 from ..errors import ConfigError, SinkError
 from ..types import PositionWrite, Reject
@@ -72,12 +72,13 @@ from .sql import (
 POSTGRES = Dialect(
     name="PostgreSQL",
     types={"long": "bigint", "int": "bigint", "boolean": "boolean", "float": "double precision",
-           "double": "double precision", INT32: "integer", INT64: "bigint", BYTES: "bytea"},
+           "double": "double precision", "bytes": "bytea", INT32: "integer", INT64: "bigint", BYTES: "bytea"},
     text="text",
     least="LEAST",
     greatest="GREATEST",
     percent_placeholders=True,
     row_id="ctid",
+    lock_rows=" FOR UPDATE",
 )  # fmt: skip
 NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 LONGEST_SUFFIX = "_checkpoints"  # the longest suffix of the sink's companion tables
@@ -195,6 +196,22 @@ class PostgresSink(SqlSink):
             cur.execute(self._upsert_staged)
         else:  # one INSERT per row, sent back to back (psycopg pipelines executemany)
             cur.executemany(self._upsert, rows)
+
+    def _insert_new(self, cur: Cursor, items: list[tuple[Key, Partial]]) -> list[tuple[Key, Partial]]:
+        """Insert the rows of keys that had none; a key another worker inserted since our read
+        (its transaction committed while we waited on its row) is returned, to merge with."""
+        keys = ", ".join(map(q, self.key_cols))
+        cur.executemany(
+            POSTGRES.sql(f"{self._insert} {self._values} ON CONFLICT DO NOTHING RETURNING {keys}"),
+            self._rows(items),
+            returning=True,
+        )
+        inserted: set[Key] = set()
+        while True:
+            inserted.update(tuple(r) for r in cur.fetchall())
+            if not cur.nextset():
+                break
+        return [(key, values) for key, values in items if key not in inserted]
 
     def _swap_table(self, cur: Cursor, live: str, other: str, parked: str) -> None:
         """Rename the tables, then their primary keys: a key's name follows its table (a new
@@ -412,7 +429,9 @@ def check_names(pipeline: Pipeline) -> None:
             f"use at most {NAME_BYTES - len(LONGEST_SUFFIX)} characters",
         )
     columns = [("aggregate.group_by", g) for g in aggregate.group_by]
-    columns += [(f"aggregate.metrics.{m.name}", m.name) for m in aggregate.metrics]
+    for m in aggregate.metrics:  # a sketch metric's columns too: latency_p99_9, latency_sketch...
+        derived = [*estimate_columns(m), *([sketch_column(m)] if m.kind in SKETCH_KINDS else [])]
+        columns += [(f"aggregate.metrics.{m.name}", c) for c in derived]
     for key, name in columns:
         if len(name.encode()) > NAME_BYTES:
             raise ConfigError(

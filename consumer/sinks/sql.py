@@ -22,7 +22,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import faults
-from ..aggregate import MERGE_RULES, State
+from ..aggregate import (
+    MERGE_RULES,
+    SKETCH_KINDS,
+    Key,
+    Partial,
+    State,
+    estimate_columns,
+    merge_sketches,
+    sketch_column,
+    sketch_from_bytes,
+    stored_values,
+)
 from ..config import Pipeline
 from ..errors import PositionConflict, SinkError
 from ..types import Position, PositionWrite, Reject, ReplayFilter, ReplayReset, TopicPartition
@@ -36,6 +47,7 @@ GROUP_TABLES = ("_positions", "_checkpoints", "_replay")  # the tables keyed by 
 # CHECKPOINT_SPARSE_MS. Any subset of checkpoints is still exact: a replay may just rewind further.
 CHECKPOINT_DENSE_MS = 7 * 24 * 3_600_000
 CHECKPOINT_SPARSE_MS = 3_600_000
+SKETCH_READ_PARAMS = 900  # key values per read of the stored sketches (SQLite's old limit: 999)
 SWAP_PARKED = "eventfleet_swap"  # short: PostgreSQL names are 63 bytes, and live + suffix fits
 
 # the types of the companion tables' columns, named so that no Avro type can clash with them
@@ -55,6 +67,7 @@ class Dialect:
     greatest: str
     percent_placeholders: bool  # %s placeholders (and a literal % doubled) instead of ?
     row_id: str  # the hidden column that names a row within one statement
+    lock_rows: str  # appended to a SELECT to lock the rows it reads until the end of the transaction
 
     def sql(self, text: str) -> str:
         """A statement written with ``?`` placeholders, in this dialect."""
@@ -74,11 +87,22 @@ def pipeline_signature(pipeline: Pipeline) -> str:
     return json.dumps(
         {
             "window_ms": pipeline.window.size_ms,
+            **({"step_ms": pipeline.window.step_ms} if pipeline.window.hopping else {}),
             "group_by": list(pipeline.aggregate.group_by),
-            "metrics": {m.name: f"{m.kind}:{m.field}" if m.field else m.kind for m in pipeline.aggregate.metrics},
+            "metrics": {m.name: _rule(m) for m in pipeline.aggregate.metrics},
         },
         sort_keys=True,
     )
+
+
+def _rule(m: Any) -> str:
+    """A metric's rule in the signature; a sketch's size too: sketches of another size merge into
+    a coarser sketch, not the one the pipeline asks for."""
+    if m.kind == "distinct":
+        return f"distinct:{m.field}:lg_k={m.lg_k}"
+    if m.kind == "quantiles":
+        return f"quantiles:{m.field}:k={m.k}"
+    return f"{m.kind}:{m.field}" if m.field else str(m.kind)
 
 
 def tables(pipeline: Pipeline, dialect: Dialect) -> dict[str, list[Column]]:
@@ -178,14 +202,22 @@ class SqlSink(ReplayableSink):
         self._checkpoints = q(f"{self.table}_checkpoints")
         self._replay = q(f"{self.table}_replay")
         self._insert = f"INSERT INTO {t} ({', '.join(map(q, self.columns))})"
-        rules = [
-            f"{q(m.name)} = "
-            + MERGE_RULES[m.kind].sql.format(a=f"{t}.{q(m.name)}", b=f"excluded.{q(m.name)}", least=d.least,
-                                             greatest=d.greatest)
-            for m in pipeline.aggregate.metrics
-        ]  # fmt: skip
+        metrics = pipeline.aggregate.metrics
+        self.metrics = metrics
+        # sketch metrics: (index in the partial, metric); their stored sketches are merged in
+        # Python inside the flush transaction (_merge_sketched), their columns then overwritten
+        self.sketches = [(i, m) for i, m in enumerate(metrics) if m.kind in SKETCH_KINDS]
+        self.sketch_columns = [sketch_column(m) for _, m in self.sketches]
+        rules = []
+        for m in metrics:
+            if m.kind in SKETCH_KINDS:
+                rules += [f"{q(c)} = excluded.{q(c)}" for c in (*estimate_columns(m), sketch_column(m))]
+            else:
+                rules.append(f"{q(m.name)} = " + MERGE_RULES[m.kind].sql.format(
+                    a=f"{t}.{q(m.name)}", b=f"excluded.{q(m.name)}", least=d.least, greatest=d.greatest))  # fmt: skip
         self._merge_rules = f"ON CONFLICT ({', '.join(map(q, self.key_cols))}) DO UPDATE SET {', '.join(rules)}"
-        self._upsert = d.sql(f"{self._insert} VALUES ({', '.join('?' * len(self.columns))}) {self._merge_rules}")
+        self._values = f"VALUES ({', '.join('?' * len(self.columns))})"
+        self._upsert = d.sql(f"{self._insert} {self._values} {self._merge_rules}")
 
     # -- the hooks each database supplies ----------------------------------------------------
 
@@ -211,6 +243,12 @@ class SqlSink(ReplayableSink):
     def _merge(self, cur: Cursor, partials: State) -> None:
         """Merge the partials into the aggregates table (a database may do it faster)."""
         cur.executemany(self._upsert, self._rows(partials.items()))
+
+    def _insert_new(self, cur: Cursor, items: list[tuple[Key, Partial]]) -> list[tuple[Key, Partial]]:
+        """Insert rows of keys that had no row; return those another transaction inserted
+        meanwhile (to merge with). SQLite's write transaction serialises writers: none."""
+        cur.executemany(self.dialect.sql(f"{self._insert} {self._values}"), self._rows(items))
+        return []
 
     def _swap_table(self, cur: Cursor, live: str, other: str, parked: str) -> None:
         """Exchange the names of two tables, through ``parked``."""
@@ -260,7 +298,9 @@ class SqlSink(ReplayableSink):
             ]
             if conflicts:
                 raise PositionConflict(conflicts)  # leaving the block rolls the transaction back
-            if partials:
+            if partials and self.sketches:
+                self._merge_sketched(cur, partials)
+            elif partials:
                 self._merge(cur, partials)
             thinned = self._checkpoint(cur, group, ordered, now_ms) if ordered else {}
             if rejects:
@@ -301,7 +341,57 @@ class SqlSink(ReplayableSink):
 
     def _rows(self, items: Iterable[tuple[tuple[Any, ...], list[Any]]]) -> Iterator[tuple[Any, ...]]:
         size = self.window_size_ms
+        if self.sketches:  # estimates and bytes in place of each sketch
+            metrics = self.metrics
+            return ((k[0], k[0] + size, *k[1:], *stored_values(metrics, v)) for k, v in items)
         return ((k[0], k[0] + size, *k[1:], *v) for k, v in items)
+
+    def _merge_sketched(self, cur: Cursor, partials: State) -> None:
+        """Merge partials holding sketches, inside the flush transaction: read the stored sketches
+        of the flushed keys under their row locks, merge each with the partial's in Python, write
+        the merged sketches and their estimates (the scalar metrics keep their SQL merge rules).
+        The compare-and-set of the positions earlier in the same transaction decides whether any
+        of it commits: a doubled flush is refused there, never hidden by the idempotent HLL union.
+        Keys without a row are inserted; one that another worker inserted meanwhile is merged in
+        the next round. The partials are left as they were (the worker may retry them)."""
+        pending = sorted(partials.items())  # one lock order for every worker: no deadlocks
+        while pending:
+            stored = self._stored_sketches(cur, [key for key, _ in pending])
+            old, new = [], []
+            for key, values in pending:
+                found = stored.get(key)
+                if found is None:
+                    new.append((key, values))
+                    continue
+                merged = list(values)
+                for (i, m), data in zip(self.sketches, found, strict=True):
+                    merged[i] = merge_sketches(m, sketch_from_bytes(m, data), values[i])
+                old.append((key, merged))
+            if old:
+                cur.executemany(self._upsert, self._rows(old))
+            pending = self._insert_new(cur, new) if new else []
+
+    def _stored_sketches(self, cur: Cursor, keys: list[Key]) -> dict[Key, tuple[bytes, ...]]:
+        """The stored sketches of the rows of ``keys`` that exist, locked (PostgreSQL's FOR
+        UPDATE; SQLite's write transaction holds the whole file)."""
+        width = len(self.key_cols)
+        cols = ", ".join(map(q, [*self.key_cols, *self.sketch_columns]))
+        key = ", ".join(map(q, self.key_cols))
+        row = "(" + ", ".join("?" * width) + ")"
+        found: dict[Key, tuple[bytes, ...]] = {}
+        chunk = max(1, SKETCH_READ_PARAMS // width)
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            cur.execute(
+                self.dialect.sql(
+                    f"SELECT {cols} FROM {q(self.table)} WHERE ({key}) IN (VALUES {', '.join([row] * len(part))}) "
+                    f"ORDER BY {key}{self.dialect.lock_rows}"
+                ),
+                [v for k in part for v in k],
+            )
+            for r in cur.fetchall():
+                found[tuple(r[:width])] = tuple(bytes(b) for b in r[width:])
+        return found
 
     def _checkpoint(
         self, cur: Cursor, group: str, positions: list[PositionWrite], now_ms: int
@@ -348,7 +438,8 @@ class SqlSink(ReplayableSink):
         return thinned
 
     def _watermark_window(self, watermark: int) -> int:
-        return watermark if watermark == NO_WATERMARK else watermark - watermark % self.window_size_ms
+        step = self.pipeline.window.step_ms  # windows start every step (the size, when tumbling)
+        return watermark if watermark == NO_WATERMARK else watermark - watermark % step
 
     def _thin_checkpoints(self, cur: Cursor, key: tuple[str, str, int], cutoff: int) -> None:
         """Below ``cutoff`` (event time), keep only the last checkpoint per CHECKPOINT_SPARSE_MS.
@@ -365,9 +456,11 @@ class SqlSink(ReplayableSink):
         )
 
     def results(self) -> tuple[list[str], list[tuple[Any, ...]]]:
-        columns, order = ", ".join(map(q, self.columns)), ", ".join(map(q, self.key_cols))
+        """Every row, without the sketches' bytes (their estimates are columns of their own)."""
+        shown = [c for c in self.columns if c not in self.sketch_columns]
+        columns, order = ", ".join(map(q, shown)), ", ".join(map(q, self.key_cols))
         rows = self._read("read of the results", f"SELECT {columns} FROM {q(self.table)} ORDER BY {order}")
-        return self.columns, rows
+        return shown, rows
 
     # -- replay (ReplayableSink) ----------------------------------------------------------------
 

@@ -22,12 +22,13 @@ from .sql import BYTES, INT32, INT64, Cursor, Dialect, SqlSink, q
 SQLITE = Dialect(
     name="SQLite",
     types={"long": "INTEGER", "int": "INTEGER", "boolean": "INTEGER", "float": "REAL", "double": "REAL",
-           INT32: "INTEGER", INT64: "INTEGER", BYTES: "BLOB"},
+           "bytes": "BLOB", INT32: "INTEGER", INT64: "INTEGER", BYTES: "BLOB"},
     text="TEXT",
     least="min",
     greatest="max",
     percent_placeholders=False,
     row_id="rowid",
+    lock_rows="",  # BEGIN IMMEDIATE: the writer holds the file
 )  # fmt: skip
 BUSY_TIMEOUT_S = 5.0  # a database locked longer is a sink failure: the worker pauses and retries
 

@@ -107,34 +107,40 @@ def generate(n: int, partitions: int, seed: int, start_ms: int = 1_800_000_000_0
 @dataclass
 class Truth:
     rows: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
-    late: int = 0
+    late: int = 0  # (event, window) pairs not aggregated: events, with tumbling windows
+    partly_late: int = 0  # hopping: events late for some of their windows only
 
 
-def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]]) -> Truth:
+def ground_truth(events: list[tuple[int, dict[str, Any] | bytes]], step_ms: int = WINDOW_MS) -> Truth:
     """The rules of docs/design.md ("Events, windows, lateness") in a few lines: per-partition
-    watermark in offset order, late when window end + grace <= watermark; count/sum/min/max per
-    (window, campaign, type)."""
+    watermark in offset order; an event in every window [s, s + size) with s a multiple of
+    ``step_ms`` (the size: tumbling) and s <= t < s + size; each window late apart when its end +
+    grace <= watermark; count/sum/min/max per (window, campaign, type)."""
     truth = Truth()
     watermark: dict[int, int] = {}
     for p, r in events:
         if not isinstance(r, dict):
             continue  # an undecodable message: not aggregated
         t = r["ts"]
-        start = t // WINDOW_MS * WINDOW_MS
         wm = max(watermark.get(p, t), t)
         watermark[p] = wm
-        if start + WINDOW_MS + GRACE_MS <= wm:
-            truth.late += 1
-            continue
-        key = (start, r["campaign_id"], r["event_type"])
-        price = r["price_micros"]
-        if key not in truth.rows:
-            truth.rows[key] = [0, 0, price, price]
-        row = truth.rows[key]
-        row[0] += 1
-        row[1] += price
-        row[2] = min(row[2], price)
-        row[3] = max(row[3], price)
+        late = 0
+        starts = range(t // step_ms * step_ms, t - WINDOW_MS, -step_ms)  # scanned down from the newest
+        for start in starts:
+            if start + WINDOW_MS + GRACE_MS <= wm:
+                late += 1
+                continue
+            key = (start, r["campaign_id"], r["event_type"])
+            price = r["price_micros"]
+            if key not in truth.rows:
+                truth.rows[key] = [0, 0, price, price]
+            row = truth.rows[key]
+            row[0] += 1
+            row[1] += price
+            row[2] = min(row[2], price)
+            row[3] = max(row[3], price)
+        truth.late += late
+        truth.partly_late += 0 < late < len(starts)
     return truth
 
 
@@ -218,10 +224,14 @@ def read_to_end(bootstrap: str, topic: str, isolation: str = "read_committed", t
         c.close()
 
 
-def read_deltas(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[dict[str, Any], int]]:
-    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above,
-    from the start to the end (the last stable offset with read_committed), with its partition."""
-    key_schema, value_schema = parse_schema(OUTPUT_KEY_SCHEMA), parse_schema(OUTPUT_VALUE_SCHEMA)
+def read_deltas(
+    bootstrap: str, topic: str, isolation: str = "read_committed", value_schema: dict[str, Any] | None = None
+) -> list[tuple[dict[str, Any], int]]:
+    """Every (key, value) record of a kafka-sink output topic, decoded with the schemas above (or
+    ``value_schema``: a pipeline with more metrics), from the start to the end (the last stable
+    offset with read_committed), with its partition."""
+    key_schema = parse_schema(OUTPUT_KEY_SCHEMA)
+    value_schema = parse_schema(value_schema or OUTPUT_VALUE_SCHEMA)
     out = []
     for m in read_to_end(bootstrap, topic, isolation):
         key = schemaless_reader(io.BytesIO(m.key()), key_schema, None)
@@ -264,6 +274,7 @@ class Pipeline:
     bootstrap: str = ""  # the kafka sink: its positions and output live on the broker
     out_topic: str = ""
     other_tables: list[str] = field(default_factory=list)  # PostgreSQL: dropped too at the end (shadows)
+    value_schema: dict[str, Any] | None = None  # the kafka sink's records, when the metrics are not the four
 
     def start_worker(self, fault: str | None = None, metrics_port: int = 0) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -380,7 +391,7 @@ class Pipeline:
 
     def results(self) -> dict[tuple[Any, ...], list[int]]:
         if self.sink == "kafka":  # a read_committed consumer of the output topic, written here
-            deltas = read_deltas(self.bootstrap, self.out_topic)
+            deltas = read_deltas(self.bootstrap, self.out_topic, value_schema=self.value_schema)
             assert all(d["source_topic"] == self.topic for d, _ in deltas)
             return combine([d for d, _ in deltas])
         rows = self.query(
@@ -406,9 +417,13 @@ def pipeline(kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> It
         sections: str = "",
         sink: str = "sqlite",
         schema: str = "",
+        step_ms: int = WINDOW_MS,
+        metrics: str = "",
     ) -> Pipeline:
         """``sink="kafka"``: the output topic <topic>.out, transaction.timeout.ms 10 s; ``schema``:
-        more lines of the [schema] table (a registry)."""
+        more lines of the [schema] table (a registry); ``step_ms``: hopping windows of WINDOW_MS
+        starting every step_ms (the default: tumbling windows); ``metrics``: more lines of
+        [aggregate.metrics], after the four of every pipeline."""
         topic = kafka.topic(partitions)
         group = f"g-{topic}"
         workdir = tmp_path / topic
@@ -440,6 +455,7 @@ path = "{SCHEMA_PATH}"
 size = "{WINDOW_MS}ms"
 grace = "{GRACE_MS}ms"
 time_field = "ts"
+step = "{step_ms}ms"
 [aggregate]
 group_by = ["campaign_id", "event_type"]
 [aggregate.metrics]
@@ -447,6 +463,7 @@ events = "count"
 spend = "sum:price_micros"
 min_price = "min:price_micros"
 max_price = "max:price_micros"
+{metrics}
 [sink]
 {sink_section}
 [flush]

@@ -5,13 +5,19 @@ their positions (docs/design.md, "The flush protocol", step 2). What one databas
 own (its types, locks, connections) is tested beside it: tests/test_sqlite_sink.py,
 tests/test_postgres_sink.py, tests/test_kafka_sink.py."""
 
+import json
+import math
 import random
 from typing import Any
 
 import pytest
+from datasketches import hll_sketch, kll_doubles_sketch
 
+from consumer import commands
+from consumer.aggregate import compile_updater
+from consumer.config import Pipeline
 from consumer.errors import PositionConflict, SinkError
-from consumer.sinks import ReplayableSink, sink_type
+from consumer.sinks import ReplayableSink, open_sink, sink_type
 from consumer.types import Position, PositionWrite, Reject
 from consumer.window import NO_WATERMARK
 
@@ -318,3 +324,170 @@ def test_creates_the_six_tables(sql_target: Target) -> None:
         assert sink.replay_table_exists(name)
         assert t.query(f'SELECT count(*) FROM "{name}"') == [(1 if name.endswith("_pipeline") else 0,)]
     assert not sink.replay_table_exists(f"{t.table}_sh")
+
+
+# ---------------------------------------------------------------------------------------------
+# sketch metrics: every sink keeps the sketches, merges them, shows their estimates
+
+SKETCHES = {"events": "count", "users": "distinct:user_id", "price": "quantiles:price_micros"}
+SKETCH_COLUMNS = ["events", "users", "price_p50", "price_p95", "price_p99"]
+SMALL = 300  # distinct values: below 3 * 2^(lg_k - 5) = 384 the HLL estimate is exact in any merge order
+
+
+def _sketched(t: Target) -> Pipeline:
+    return t.pipeline(SKETCHES, name="sketches.toml")
+
+
+def _sketch_partial(pipeline: Pipeline, users: list[int], prices: list[int]) -> list[Any]:
+    """A partial as the worker's fold builds it: the events folded one by one."""
+    state: dict[Any, list[Any]] = {}
+    update = compile_updater(["campaign_id", "event_type"], pipeline.aggregate.metrics)
+    for user, price in zip(users, prices, strict=True):
+        update(state, 0, {"campaign_id": "c", "event_type": "click", "user_id": user, "price_micros": price})
+    return state[(0, "c", "click")]
+
+
+def _exact_quantile(values: list[int], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
+
+
+def _results(t: Target, pipeline: Pipeline) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """What ``eventfleet results`` reads, through a sink opened apart."""
+    sink = open_sink(pipeline)
+    try:
+        return sink.results()
+    finally:
+        sink.close()
+
+
+def test_sketches_merge_across_writes_and_show_estimates(any_target: Target) -> None:
+    t = any_target
+    pipeline = _sketched(t)
+    sink = t.open(pipeline)
+    rng = random.Random(17)
+    seen: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    keys = [(ws, c, "click") for ws in (0, SIZE) for c in ("c1", "c2")]
+    stored: dict[int, int | None] = {0: None, 1: None}
+    for step in range(12):
+        partition = step % 2  # writes from two partitions, overlapping users
+        partials = {}
+        for key in rng.sample(keys, rng.randint(1, len(keys))):
+            n = rng.randint(1, 60)
+            users = [rng.randrange(SMALL // 2) for _ in range(n)]
+            prices = [rng.randint(1, 10**6) for _ in range(n)]
+            seen.setdefault(key, ([], []))
+            seen[key][0].extend(users)
+            seen[key][1].extend(prices)
+            partials[key] = _sketch_partial(pipeline, users, prices)
+        offset = 10 * (step + 1)
+        sink.write(t.group, t.partials(partials, partition), [PositionWrite(t.pos(partition, offset),
+                   stored[partition])], [])  # fmt: skip
+        stored[partition] = offset
+    columns, rows = _results(t, t.pipeline(SKETCHES, name="reader.toml"))
+    assert columns == ["window_start", "window_end", "campaign_id", "event_type", *SKETCH_COLUMNS]
+    expected = {
+        k: (k[0] + SIZE, len(p), len(set(u)), *(_exact_quantile(p, q) for q in (0.5, 0.95, 0.99)))
+        for k, (u, p) in seen.items()
+    }  # fewer than KLL's k = 200 values... or not: checked apart below
+    got = {(r[0], r[2], r[3]): r[1:2] + r[4:] for r in rows}
+    assert set(got) == set(expected)
+    for key, row in got.items():
+        want = expected[key]
+        assert row[:3] == want[:3]  # window end, events, exact distinct users (below 384)
+        assert all(isinstance(v, float) for v in row[3:])
+        prices = sorted(seen[key][1])
+        for q, v in zip((0.5, 0.95, 0.99), row[3:], strict=True):  # within KLL's rank error (1.65% at k=200)
+            rank = sum(1 for p in prices if p <= v) / len(prices)
+            assert abs(rank - q) <= 0.0165 + 1 / len(prices), (key, q, v)
+
+
+def test_sql_sinks_store_sketch_bytes_and_queryable_estimates(sql_target: Target) -> None:
+    t = sql_target
+    pipeline = _sketched(t)
+    sink = t.open(pipeline)
+    users, prices = list(range(100)), list(range(1, 101))
+    sink.write("g", {(0, "c", "click"): _sketch_partial(pipeline, users, prices)},
+               [PositionWrite(t.pos(0, 100), None)], [])  # fmt: skip
+    sink.write("g", {(0, "c", "click"): _sketch_partial(pipeline, [u + 50 for u in users], prices)},
+               [PositionWrite(t.pos(0, 200), 100)], [])  # fmt: skip
+    ((events, distinct, p50, p99, hll, kll),) = t.query(
+        f'SELECT events, users, price_p50, price_p99, users_sketch, price_sketch FROM "{t.table}"'
+    )
+    assert (events, distinct, p50, p99) == (200, 150, 50.0, 99.0)
+    assert round(hll_sketch.deserialize(bytes(hll)).get_estimate()) == 150  # DataSketches' own format
+    assert kll_doubles_sketch.deserialize(bytes(kll)).n == 200
+
+
+def test_a_doubled_sketch_flush_is_refused_by_the_positions(sql_target: Target) -> None:
+    """The HLL union is idempotent: a flush merged twice would leave the distinct estimate as it
+    was. The compare-and-set must refuse the second one (the count shows it was not merged)."""
+    t = sql_target
+    pipeline = _sketched(t)
+    sink = t.open(pipeline)
+    key = (0, "c", "click")
+    partial = _sketch_partial(pipeline, [1, 2, 3], [10, 20, 30])
+    first = [PositionWrite(t.pos(0, 3), None)]
+    sink.write("g", {key: partial}, first, [])
+    before = t.query(f'SELECT * FROM "{t.table}"')
+    with pytest.raises(PositionConflict):
+        sink.write("g", {key: partial}, first, [])
+    later = [PositionWrite(t.pos(0, 6, 100), 3)]
+    sink.write("g", {key: partial}, later, [])  # a stale expected offset is refused the same way
+    with pytest.raises(PositionConflict):
+        sink.write("g", {key: partial}, later, [])
+    assert t.query(f'SELECT * FROM "{t.table}"') != before
+    rows = _results(t, pipeline)[1]
+    assert rows == [(0, SIZE, "c", "click", 6, 3, 20.0, 30.0, 30.0)]
+    assert partial[1].get_estimate() == pytest.approx(3)  # the worker's partial is left as it was
+
+
+def test_two_sinks_merge_sketches_of_the_same_keys(sql_target: Target) -> None:
+    t = sql_target
+    pipeline = _sketched(t)
+    a, b = t.open(pipeline), t.open(pipeline)
+    rng = random.Random(3)
+    seen: dict[tuple[Any, ...], set[int]] = {}
+    stored: dict[Any, int | None] = {a: None, b: None}
+    partition, offset = {a: 0, b: 1}, {a: 0, b: 0}
+    for step in range(20):
+        s = a if step % 2 == 0 else b
+        key = (rng.choice([0, SIZE]), rng.choice(["c1", "c2"]), "click")
+        users = [rng.randrange(SMALL) for _ in range(rng.randint(1, 30))]
+        seen.setdefault(key, set()).update(users)
+        offset[s] += len(users)
+        s.write("g", {key: _sketch_partial(pipeline, users, users)},
+                [PositionWrite(t.pos(partition[s], offset[s]), stored[s])], [])  # fmt: skip
+        stored[s] = offset[s]
+    rows = _results(t, pipeline)[1]
+    assert {(r[0], r[2], r[3]): r[5] for r in rows} == {k: len(v) for k, v in seen.items()}
+
+
+def test_reopen_with_another_sketch_size_is_refused(sql_target: Target) -> None:
+    t = sql_target
+    first = {"events": "count", "price": "quantiles:price_micros", "users": "distinct:user_id"}
+    t.open(t.pipeline(first))
+    other = {**first, "users": {"kind": "distinct", "field": "user_id", "lg_k": 14}}  # a table: written last
+    with pytest.raises(SinkError, match="was written by a pipeline that computes"):
+        t.open(t.pipeline(other, name="changed.toml"))  # type: ignore[arg-type]
+
+
+def test_the_results_command_shows_estimates_never_bytes(
+    sql_target: Target, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = sql_target
+    pipeline = _sketched(t)
+    sink = t.open(pipeline)
+    sink.write("g", {(0, "c", "click"): _sketch_partial(pipeline, [7, 8, 7, 9], [40, 10, 30, 20])},
+               [PositionWrite(t.pos(0, 4), None)], [])  # fmt: skip
+    config = str(t.folder / "sketches.toml")
+    assert commands.main(["results", "--config", config, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"window_start": 0, "window_end": SIZE, "campaign_id": "c", "event_type": "click", "events": 4, "users": 3,
+         "price_p50": 20.0, "price_p95": 40.0, "price_p99": 40.0}
+    ]  # fmt: skip
+    assert commands.main(["results", "--config", config]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["window_start", "window_end", "campaign_id", "event_type", *SKETCH_COLUMNS]
+    assert row.split()[2:] == ["c", "click", "4", "3", "20", "40", "40"]

@@ -17,6 +17,7 @@ from consumer.types import Position, PositionWrite, ReplayFilter, ReplayReset
 from consumer.window import NO_WATERMARK
 
 from .conftest import SIZE, Target
+from .test_contract import SKETCHES, _sketch_partial
 
 T = "ad-events"
 
@@ -419,3 +420,33 @@ def test_tables_from_before_replay_get_the_new_tables(pg_pipeline: Pipeline) -> 
         assert _rows(pipeline) == {(0, "c", "click"): (SIZE, 1, 5, 5, 5)}
     finally:
         again.close()
+
+
+def test_clone_and_swap_carry_the_sketches(sql_target: Target) -> None:
+    """The shadow table of a sketched pipeline gets the sketch columns: a clone copies the bytes,
+    and after the swap the live sink merges new partials into the cloned sketches."""
+    pipeline = sql_target.pipeline(SKETCHES, name="sketches.toml")
+    name = _shadow_name(pipeline.sink.table)
+    live = replayable(open_sink(pipeline), pipeline.sink.type)
+    shadow = replayable(open_sink(shadow_pipeline(pipeline, name)), pipeline.sink.type)
+    try:
+        old, new = (0, "c", "click"), (SIZE, "c", "click")
+        live.write("g", {old: _sketch_partial(pipeline, [1, 2, 3], [10, 20, 30]),
+                         new: _sketch_partial(pipeline, [9], [90])}, [PositionWrite(_pos(0, 4, SIZE + 1), None)],
+                   [])  # fmt: skip
+        live.replay_clone(name, "g", "g.s", SIZE)  # the windows before SIZE
+        assert shadow.results()[1] == [(0, SIZE, "c", "click", 3, 3, 20.0, 30.0, 30.0)]
+        sketches = 'SELECT users_sketch, price_sketch FROM "{}" WHERE window_start = 0'
+        assert _query(pipeline, sketches.format(name)) == _query(pipeline, sketches.format(pipeline.sink.table))
+        shadow.write("g.s", {new: _sketch_partial(pipeline, [9, 8], [90, 80])},
+                     [PositionWrite(_pos(0, 6, SIZE + 1), 4)], [])  # fmt: skip
+        live.replay_swap(name, "g", "g.s")
+        live.write("g", {old: _sketch_partial(pipeline, [3, 4], [40, 50])}, [PositionWrite(_pos(0, 8, SIZE + 2), 6)],
+                   [])  # fmt: skip
+        assert live.results()[1] == [
+            (0, SIZE, "c", "click", 5, 4, 30.0, 50.0, 50.0),
+            (SIZE, 2 * SIZE, "c", "click", 2, 2, 80.0, 90.0, 90.0),
+        ]
+    finally:
+        live.close()
+        shadow.close()
