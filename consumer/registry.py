@@ -121,6 +121,16 @@ def connect(settings: RegistrySettings) -> Registry:
     return ConfluentRegistry(settings)
 
 
+def parse_confluent_header(header: bytes) -> int:
+    """The schema id of Confluent's wire format (magic byte 0, a big-endian 4-byte id)."""
+    if len(header) < CONFLUENT_HEADER.size:
+        raise BadFrame(f"{len(header)} bytes: too short for the schema registry's 5-byte header")
+    magic, schema_id = CONFLUENT_HEADER.unpack(header[: CONFLUENT_HEADER.size])
+    if magic != CONFLUENT_MAGIC:
+        raise BadFrame(f"magic byte {magic & 0xFF} where the schema registry's wire format has 0")
+    return int(schema_id)
+
+
 class ConfluentRegistry:
     """A Confluent-compatible registry's REST API (``/schemas/ids/{id}``, ``/subjects/...``)."""
 
@@ -137,12 +147,7 @@ class ConfluentRegistry:
         self.client = httpx.Client(headers=headers, auth=auth, verify=verify, timeout=REQUEST_TIMEOUT_S)
 
     def parse_header(self, header: bytes) -> tuple[Hashable, bool]:
-        if len(header) < CONFLUENT_HEADER.size:
-            raise BadFrame(f"{len(header)} bytes: too short for the schema registry's 5-byte header")
-        magic, schema_id = CONFLUENT_HEADER.unpack(header[: CONFLUENT_HEADER.size])
-        if magic != CONFLUENT_MAGIC:
-            raise BadFrame(f"magic byte {magic & 0xFF} where the schema registry's wire format has 0")
-        return schema_id, False
+        return parse_confluent_header(header), False
 
     def writer_schema(self, ref: Hashable) -> dict[str, Any]:
         body = self._get(f"/schemas/ids/{ref}", f"schema id {ref}")

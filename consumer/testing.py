@@ -19,7 +19,14 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError, KafkaException, Message
 
 from .clock import Clock
-from .registry import CONFLUENT_HEADER, CONFLUENT_MAGIC, BadFrame, Registry, RegistryUnavailable, UnknownSchema
+from .registry import (
+    CONFLUENT_HEADER,
+    CONFLUENT_MAGIC,
+    Registry,
+    RegistryUnavailable,
+    UnknownSchema,
+    parse_confluent_header,
+)
 from .source import Handler, RebalanceError, Source
 from .types import TopicPartition
 
@@ -236,12 +243,7 @@ class LocalRegistry:
             raise RegistryUnavailable("cannot reach the schema registry (it is down)")
 
     def parse_header(self, header: bytes) -> tuple[Hashable, bool]:
-        if len(header) < CONFLUENT_HEADER.size:
-            raise BadFrame(f"{len(header)} bytes: too short for the schema registry's 5-byte header")
-        magic, schema_id = CONFLUENT_HEADER.unpack(header[: CONFLUENT_HEADER.size])
-        if magic != CONFLUENT_MAGIC:
-            raise BadFrame(f"magic byte {magic & 0xFF} where the schema registry's wire format has 0")
-        return schema_id, False
+        return parse_confluent_header(header), False
 
     def writer_schema(self, ref: Hashable) -> dict[str, Any]:
         self._ask()
