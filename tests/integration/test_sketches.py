@@ -155,3 +155,27 @@ def test_sketches_after_a_replay(kafka: Kafka, pipeline, sink: str) -> None:
     assert p.query(f"SELECT * FROM {p.table} WHERE window_start < ? ORDER BY 1, 3, 4", (FLOOR,)) == before
     assert_exact(p, ground_truth(events), ends)
     assert assert_sketches(p, events, since=FLOOR) > 100
+
+
+def test_a_row_of_a_million_distinct_users(kafka: Kafka, pipeline) -> None:
+    """The top of the range: one row (one window, one key) of 1,000,000 distinct users spread
+    over 8 partitions and two workers, one SIGKILLed three times: the estimate merged from every
+    partition's flushes is within 4 standard errors of 1,000,000, and the quantiles within KLL's
+    rank error of the exact ones."""
+    p = pipeline(partitions=8, flush="700ms", metrics=METRICS)
+    n = 1_000_000
+    start = 1_800_000_000_000 // WINDOW_MS * WINDOW_MS
+    one_row = {"campaign_id": "big", "event_type": "impression"}
+    events = [  # in time order in every partition: none late, all in one window
+        (partition, {**r, **one_row, "ts": start + i * (WINDOW_MS - 1) // n, "user_id": i})
+        for i, (partition, r) in enumerate(generate(n, 8, seed=73))
+    ]
+    ends = run_through_sigkills(kafka, p, events)
+    assert_exact(p, ground_truth(events), ends)
+    ((users, price),) = sink_rows(p).values()
+    assert abs(users - n) <= 4 * RSE * n, users
+    ordered = sorted(r["price_micros"] for _, r in events)
+    for q, v in zip(QUANTILES, price, strict=True):
+        below = sum(1 for x in ordered if x < v) / n
+        at_most = sum(1 for x in ordered if x <= v) / n
+        assert below - RANK_ERROR <= q <= at_most + RANK_ERROR, (q, v, below, at_most)
