@@ -84,7 +84,8 @@ def check_consumer_settings(pipeline: Pipeline) -> None:
     """librdkafka checks its settings when a client is created: create the workers' consumer
     once, and close it, so that a bad ``[kafka.config]`` is one line before any worker starts."""
     try:
-        Consumer(consumer_settings(pipeline)).close()
+        with kafkalog.WATCH.checking():  # a broker down is check_topics' to say, in one line
+            Consumer(consumer_settings(pipeline)).close()
     except KafkaException as e:
         raise librdkafka_config_error(e) or e from None
 
