@@ -509,6 +509,35 @@ def wait_for(condition: Any, timeout_s: float, what: str = "condition") -> None:
         time.sleep(0.1)
 
 
+def run_through_kills(
+    kafka: "Kafka",
+    p: Pipeline,
+    events: list[tuple[int, Any]],
+    produce_s: float,
+    delays: tuple[float, ...],
+    partitions: int,
+) -> dict[int, int]:
+    """Two workers while ``events`` are produced over ``produce_s``; one SIGKILLed after each of
+    ``delays`` (not multiples of the flush interval: kills land between flushes) and restarted.
+    Returns the end offsets, once both workers have caught up and stopped cleanly."""
+    producing = kafka.produce_in_background(p.topic, events, produce_s)
+    survivor = p.start_worker()
+    victim = p.start_worker()
+    wait_for(lambda: len(p.positions()) == partitions, 90, "the group to form and flush")
+    for delay in delays:
+        time.sleep(delay)
+        victim.kill()
+        victim.wait()
+        victim = p.start_worker()
+    assert producing.is_alive()  # every kill landed mid-stream
+    producing.join()
+    ends = kafka.ends(p.topic)
+    p.wait_caught_up(ends)
+    assert survivor.poll() is None
+    assert p.stop_all() == [0, 0]
+    return ends
+
+
 def assert_exact(p: Pipeline, truth: Truth, ends: dict[int, int]) -> None:
     got = p.results()
     missing = truth.rows.keys() - got.keys()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .conftest import Kafka, assert_exact, generate, ground_truth, wait_for
+from .conftest import Kafka, assert_exact, generate, ground_truth, run_through_kills, wait_for
 from .test_fleet import _free_port, _get, _metric
 
 pytestmark = pytest.mark.integration
@@ -49,21 +49,7 @@ def test_sigkill_mid_stream_and_between_flushes_is_exact(kafka: Kafka, pipeline)
     """Two workers while events flow; one is SIGKILLed at several moments and restarted."""
     p = pipeline(partitions=8, flush="700ms")
     events = generate(200_000, 8, seed=3)
-    producing = kafka.produce_in_background(p.topic, events, 20.0)
-    survivor = p.start_worker()
-    victim = p.start_worker()
-    wait_for(lambda: len(p.positions()) == 8, 60)  # the group has formed and flushed
-    for delay in (1.3, 2.9, 2.2):  # not multiples of the flush interval: kills land between flushes
-        time.sleep(delay)
-        victim.kill()
-        victim.wait()
-        victim = p.start_worker()
-    assert producing.is_alive()  # every kill landed mid-stream
-    producing.join()
-    ends = kafka.ends(p.topic)
-    p.wait_caught_up(ends)
-    assert survivor.poll() is None
-    assert p.stop_all() == [0, 0]
+    ends = run_through_kills(kafka, p, events, 20.0, (1.3, 2.9, 2.2), partitions=8)
     assert_exact(p, ground_truth(events), ends)
 
 

@@ -5,13 +5,12 @@ and late (event, window) pairs are compared with the ground truth computed in pl
 (conftest.ground_truth with the step), through SIGKILLs of workers and through a replay."""
 
 import re
-import time
 
 import pytest
 
 from consumer.window import iso
 
-from .conftest import WINDOW_MS, Kafka, assert_exact, generate, ground_truth, wait_for
+from .conftest import WINDOW_MS, Kafka, assert_exact, generate, ground_truth, run_through_kills
 from .test_replay import assert_replayed, damage, replay, run_live, split
 
 pytestmark = pytest.mark.integration
@@ -28,21 +27,7 @@ def test_hopping_windows_through_sigkills_are_exact(kafka: Kafka, pipeline, sink
     events = generate(80_000, 4, seed=51)
     truth = ground_truth(events, STEP_MS)
     assert truth.partly_late > 100 and truth.late > truth.partly_late  # late for some windows only, or all
-    producing = kafka.produce_in_background(p.topic, events, 10.0)
-    survivor = p.start_worker()
-    victim = p.start_worker()
-    wait_for(lambda: len(p.positions()) == 4, 60, "the group to form and flush")
-    for delay in (1.3, 2.2):  # not multiples of the flush interval: kills land between flushes
-        time.sleep(delay)
-        victim.kill()
-        victim.wait()
-        victim = p.start_worker()
-    assert producing.is_alive()  # every kill landed mid-stream
-    producing.join()
-    ends = kafka.ends(p.topic)
-    p.wait_caught_up(ends)
-    assert survivor.poll() is None
-    assert p.stop_all() == [0, 0]
+    ends = run_through_kills(kafka, p, events, 10.0, (1.3, 2.2), partitions=4)
     assert_exact(p, truth, ends)  # rows of every window, and the late pairs summed over the positions
     starts = {k[0] for k in truth.rows}
     assert {s % WINDOW_MS for s in starts} == set(range(0, WINDOW_MS, STEP_MS))  # windows every step

@@ -7,7 +7,6 @@ docs/metrics.md) equal to the estimate of one sketch fed the whole row; each qua
 KLL's documented rank error of the exact one. The scalar metrics stay exact (assert_exact)."""
 
 import math
-import time
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from datasketches import hll_sketch, hll_union, kll_doubles_sketch, tgt_hll_type
 from consumer.config import load
 from consumer.sinks.kafka import output_schema
 
-from .conftest import GRACE_MS, WINDOW_MS, Kafka, assert_exact, generate, ground_truth, read_deltas, wait_for
+from .conftest import GRACE_MS, WINDOW_MS, Kafka, assert_exact, generate, ground_truth, read_deltas, run_through_kills
 from .test_replay import FLOOR, FROM, replay
 
 pytestmark = pytest.mark.integration
@@ -114,21 +113,7 @@ def assert_sketches(p, events: list[tuple[int, Any]], since: int | None = None) 
 
 def run_through_sigkills(kafka: Kafka, p, events: list[tuple[int, Any]]) -> dict[int, int]:
     """Two workers while the events flow; one SIGKILLed three times and restarted."""
-    producing = kafka.produce_in_background(p.topic, events, 12.0)
-    survivor = p.start_worker()
-    victim = p.start_worker()
-    wait_for(lambda: len(p.positions()) == 8, 90, "both workers' first flushes")
-    for delay in (1.3, 2.1, 1.7):  # not multiples of the flush interval: between flushes
-        time.sleep(delay)
-        victim.kill()
-        victim.wait()
-        victim = p.start_worker()
-    producing.join()
-    ends = kafka.ends(p.topic)
-    p.wait_caught_up(ends)
-    assert survivor.poll() is None
-    assert p.stop_all() == [0, 0]
-    return ends
+    return run_through_kills(kafka, p, events, 12.0, (1.3, 2.1, 1.7), partitions=8)
 
 
 @pytest.mark.parametrize("sink", ["sqlite", "postgres", "kafka"])
