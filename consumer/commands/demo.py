@@ -23,7 +23,7 @@ import sys
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,20 +225,14 @@ def _wait_counted(pipeline: config.Pipeline, count: int, partitions: int, procs:
         raise EventfleetError('--from-files counts the lines with a "count" metric: add events = "count" to '
                               "[aggregate.metrics]")  # fmt: skip
     topic = pipeline.kafka.topics[0]
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    with _reader(pipeline) as sink, Progress(count, "aggregate") as bar:
-        while time.monotonic() < deadline:
-            columns, rows = sink.results()
-            counted = sum(row[columns.index(counts[0])] for row in rows)
-            stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
-            done = counted + sum(p.late_events + p.invalid_events for p in stored.values())
-            bar.update(done - bar.n)
-            if done >= count:
-                return
-            if any(p.poll() is not None for p in procs):
-                raise EventfleetError("a worker exited before the lines were counted; see its log")
-            time.sleep(0.2)
-    raise EventfleetError(f"not counted within {CATCH_UP_TIMEOUT_S:.0f} s")
+
+    def done(sink: Sink) -> int:
+        columns, rows = sink.results()
+        counted = sum(row[columns.index(counts[0])] for row in rows)
+        stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in range(partitions)])
+        return int(counted + sum(p.late_events + p.invalid_events for p in stored.values()))
+
+    _poll(pipeline, count, done, procs, "the lines were counted", "not counted")
 
 
 def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -249,19 +243,35 @@ def _wait_caught_up(pipeline: config.Pipeline, topic: str, procs: list[subproces
         ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta}
     finally:
         probe.close()
-    total = sum(ends.values())
+
+    def done(sink: Sink) -> int:
+        stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
+        return sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())
+
+    _poll(pipeline, sum(ends.values()), done, procs, "the topic was processed", "not caught up")
+
+
+def _poll(
+    pipeline: config.Pipeline,
+    total: int,
+    done: Callable[[Sink], int],
+    procs: list[subprocess.Popen[bytes]],
+    before: str,
+    failed: str,
+) -> None:
+    """Poll ``done(sink)`` with a progress bar until it reaches ``total``; a worker that exits or
+    the time running out is an error."""
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
     with _reader(pipeline) as sink, Progress(total, "aggregate") as bar:
         while time.monotonic() < deadline:
-            stored = sink.read_positions(pipeline.kafka.group_id, [(topic, p) for p in ends])
-            done = sum(min(pos.next_offset, ends[p]) for (_, p), pos in stored.items())
-            bar.update(done - bar.n)
-            if done >= total:
+            n = done(sink)
+            bar.update(n - bar.n)
+            if n >= total:
                 return
             if any(p.poll() is not None for p in procs):
-                raise EventfleetError("a worker exited before the topic was processed; see its log")
+                raise EventfleetError(f"a worker exited before {before}; see its log")
             time.sleep(0.2)
-    raise EventfleetError(f"not caught up within {CATCH_UP_TIMEOUT_S:.0f} s")
+    raise EventfleetError(f"{failed} within {CATCH_UP_TIMEOUT_S:.0f} s")
 
 
 @contextmanager
